@@ -1,0 +1,42 @@
+# lawclf — the common chores. `make run` and `make test` each set themselves up first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+RUN_DIR ?= runs/sample
+# Local runs use the offline tiny model; Colab's default (in the notebooks) is bert-base-chinese.
+PARAMS ?= notebooks/params/local.yaml
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-fast serve clean help
+
+help:
+	@echo "make run    - set up, then run the notebook series on the embedded sample (ends with an ONNX model)"
+	@echo "make test   - set up, then run the whole test suite (notebooks, integration tests included)"
+	@echo "make test-fast - unit and data tests only (seconds)"
+	@echo "make serve  - serve $(RUN_DIR)/onnx with Gunicorn on http://127.0.0.1:8000"
+
+setup: $(VENV)/.installed
+
+# torch is pinned to the CPU build on disk: an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	bash scripts/install-system-deps.sh fonts
+	touch $@
+
+run: setup
+	HF_HUB_OFFLINE=1 $(PY) -m lawclf.nbrun --run-dir $(RUN_DIR) --params $(PARAMS)
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow and not notebook and not integration" $(PYTEST_ARGS)
+
+serve: setup
+	LAWCLF_MODEL_DIR=$(RUN_DIR)/onnx $(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py "lawclf.serve:create_app()"
+
+clean:
+	rm -rf runs/ .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from lawclf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,326 @@
+"""Every stage's parameters in one place.
+
+Notebooks map their UPPER_CASE ``parameters`` cell onto these dataclasses, the CLI
+builds its flags from them (:func:`add_config_args` / :func:`config_from_args`) and
+the server reads :class:`ServeConfig` from environment variables. Change a default
+here and every entry point sees it.
+
+One run writes everything under one folder (:class:`RunPaths`)::
+
+    runs/<name>/
+        splits/       train/validation/test.jsonl + summary.json   (01)
+        reports/      keyword tables, word clouds, metrics, plots,
+                      and one <notebook>.json of key figures each   (02, 04, ...)
+        model/        save_pretrained directory + lawclf_meta.json  (03)
+        checkpoints/  periodic training state for resume            (03)
+        onnx/         model.onnx, model.int8.onnx, tokenizer, meta  (05)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+#: Repository root when running from a checkout (lib/lawclf/config.py -> repo).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The embedded default data set, written by ``python -m lawclf.sample``.
+SAMPLE_DATA_DIR = REPO_ROOT / "data" / "sample"
+DEFAULT_RUN_DIR = "runs/sample"
+
+#: Label ids are fixed project-wide: 0 = not a legal question, 1 = legal consultation.
+LABELS: tuple[str, str] = ("non_legal", "legal")
+LABEL_NAMES_ZH: tuple[str, str] = ("非法律", "法律咨询")
+
+#: Name of the sidecar JSON kept with a model (labels, max_len, threshold, version).
+MODEL_META_FILE = "lawclf_meta.json"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Folder layout of one run; every stage reads and writes through this."""
+
+    run_dir: Path
+
+    def __init__(self, run_dir: str | os.PathLike[str]):
+        object.__setattr__(self, "run_dir", Path(run_dir))
+
+    @property
+    def splits(self) -> Path:
+        return self.run_dir / "splits"
+
+    @property
+    def reports(self) -> Path:
+        return self.run_dir / "reports"
+
+    @property
+    def keywords(self) -> Path:
+        return self.reports / "keywords"
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / "model"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def onnx(self) -> Path:
+        return self.run_dir / "onnx"
+
+    def split_file(self, split: str) -> Path:
+        """Path of ``train``, ``validation`` or ``test`` split (JSONL)."""
+        return self.splits / f"{split}.jsonl"
+
+
+@dataclass
+class DataConfig:
+    """Loading, validation, normalisation and splitting (notebook 01, ``lawclf prepare``)."""
+
+    run_dir: str = DEFAULT_RUN_DIR
+    #: Folder holding ``legal.jsonl`` and ``nonlegal.jsonl``; empty = the embedded sample.
+    data_dir: str = ""
+    #: Explicit two-file layout (overrides data_dir).
+    legal_path: str = ""
+    nonlegal_path: str = ""
+    #: A single labelled JSONL or CSV file instead of the two-file layout.
+    labelled_path: str = ""
+    text_field: str = "text"
+    label_field: str = "label"
+    source_field: str = "source"
+    #: False: the first bad line stops with file:line. True: bad lines are counted,
+    #: skipped and written to splits/rejected.jsonl with their file and line.
+    lenient: bool = False
+    min_chars: int = 5
+    max_chars: int = 512
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 42
+    #: Cap per class (0 = no cap); handy for quick experiments on big corpora.
+    max_per_class: int = 0
+
+
+@dataclass
+class KeywordConfig:
+    """Keyword statistics and word clouds (notebook 02, ``lawclf keywords``)."""
+
+    run_dir: str = DEFAULT_RUN_DIR
+    #: A TTF/OTF/TTC font with CJK glyphs; empty = search common system fonts.
+    font_path: str = ""
+    top_k: int = 30
+    min_count: int = 3
+    #: Extra stop words, one per line (added to the packaged list).
+    stopwords_path: str = ""
+    wordcloud_max_words: int = 150
+
+
+@dataclass
+class TrainConfig:
+    """Model and training loop (notebook 03, ``lawclf train``)."""
+
+    run_dir: str = DEFAULT_RUN_DIR
+    #: Hub name (``bert-base-chinese``), a local save_pretrained directory, or ``tiny``
+    #: (a small BERT built here, with a character vocabulary trained on the train split).
+    model_name: str = "bert-base-chinese"
+    #: 0 = choose from the train split's length distribution (see train.choose_max_len).
+    max_len: int = 0
+    batch_size: int = 16
+    epochs: int = 3
+    #: 0 = a default per model kind (2e-5 pretrained, 1e-3 tiny).
+    learning_rate: float = 0.0
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    grad_accum_steps: int = 1
+    #: ``focal`` or ``ce``.
+    loss: str = "focal"
+    focal_alpha: float = 0.5
+    focal_gamma: float = 2.0
+    #: Validation metric for early stopping and the best checkpoint.
+    metric: str = "f1"
+    patience: int = 2
+    #: ``auto`` = fp16 autocast + GradScaler on CUDA, fp32 on CPU; ``no`` = always fp32.
+    mixed_precision: str = "auto"
+    group_by_length: bool = True
+    dynamic_padding: bool = True
+    #: Save resumable state every N optimizer steps (0 = only at epoch ends).
+    checkpoint_every: int = 200
+    resume: bool = True
+    seed: int = 42
+    #: 0 = use all; otherwise subsample the train split (quick runs).
+    max_train_samples: int = 0
+    #: Tiny mode architecture.
+    tiny_layers: int = 2
+    tiny_hidden: int = 128
+    tiny_heads: int = 2
+    tiny_vocab_size: int = 6000
+
+
+@dataclass
+class EvalConfig:
+    """Test-split evaluation and threshold choice (notebook 04, ``lawclf evaluate``)."""
+
+    run_dir: str = DEFAULT_RUN_DIR
+    #: ``max_f1`` or ``target_precision`` (chosen on the validation split, never on test).
+    threshold_strategy: str = "max_f1"
+    target_precision: float = 0.95
+    batch_size: int = 64
+    n_errors: int = 20
+    calibration_bins: int = 10
+
+
+@dataclass
+class ExportConfig:
+    """ONNX export, validation and quantisation (notebook 05, ``lawclf export``)."""
+
+    run_dir: str = DEFAULT_RUN_DIR
+    opset: int = 17
+    #: Fail the export when |logits_onnx - logits_torch| exceeds this.
+    atol: float = 1e-4
+    optimize: bool = True
+    quantize: bool = True
+
+
+@dataclass
+class ServeConfig:
+    """HTTP service settings, read from ``LAWCLF_*`` environment variables (see from_env)."""
+
+    model_dir: str = "runs/sample/onnx"
+    #: Comma-separated allowed origins; empty = no cross-origin access at all.
+    cors_origins: str = ""
+    max_text_chars: int = 2000
+    max_batch: int = 64
+    max_body_bytes: int = 1_000_000
+    log_level: str = "INFO"
+    #: Log the request text itself (off by default: posts can be personal).
+    log_text: bool = False
+    #: ONNX Runtime intra-op threads per worker (0 = cores / workers).
+    ort_threads: int = 0
+    #: Server-side micro-batching of concurrent requests.
+    microbatch: bool = True
+    microbatch_max_size: int = 32
+    microbatch_wait_ms: float = 5.0
+    sentry_dsn: str = ""
+    sentry_traces_sample_rate: float = 0.0
+    sentry_environment: str = "production"
+
+    @classmethod
+    def from_env(cls, environ: Optional[typing.Mapping[str, str]] = None) -> "ServeConfig":
+        """Build from ``LAWCLF_<FIELD>`` variables (``SENTRY_DSN`` also accepted bare)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"LAWCLF_{f.name.upper()}")
+            if raw is None and f.name.startswith("sentry_"):
+                raw = env.get(f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse_value(_field_type(cls, f), raw, f"LAWCLF_{f.name.upper()}")
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- helpers
+
+ConfigT = TypeVar("ConfigT")
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    tp = hints[f.name]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0]
+    return tp
+
+
+def _parse_value(tp: Any, raw: str, name: str) -> Any:
+    if tp is bool:
+        low = raw.strip().lower()
+        if low in {"1", "true", "yes", "on"}:
+            return True
+        if low in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"{name}: expected a boolean (true/false), got {raw!r}")
+    try:
+        return tp(raw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: expected {tp.__name__}, got {raw!r}") from exc
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--field-name`` flag per dataclass field, defaulting to the field default."""
+    for f in dataclasses.fields(cls):
+        tp = _field_type(cls, f)
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, default=default,
+                                action=argparse.BooleanOptionalAction, help=f"(default: {default})")
+        else:
+            parser.add_argument(flag, dest=f.name, type=tp, default=default, help=f"(default: {default!r})")
+
+
+def config_from_args(cls: type[ConfigT], ns: argparse.Namespace) -> ConfigT:
+    """Build a config dataclass from parsed flags added by :func:`add_config_args`."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in vars(ns).items() if k in names})
+
+
+def config_from_params(cls: type[ConfigT], params: typing.Mapping[str, Any]) -> ConfigT:
+    """Build a config from a notebook's UPPER_CASE parameters (``RUN_DIR`` -> ``run_dir``).
+
+    Unknown names are ignored, so one notebook can feed several configs from the
+    same ``globals()``.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k.lower(): v for k, v in params.items() if k.isupper() and k.lower() in names})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def record_results(run_dir: str | os.PathLike[str], name: str, results: typing.Mapping[str, Any]) -> Path:
+    """Write a notebook's key figures to ``reports/<name>.json`` (tests and the README read them)."""
+    path = RunPaths(run_dir).reports / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(results), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def read_results(run_dir: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    path = RunPaths(run_dir).reports / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the sidecar metadata kept beside a model (empty dict when absent)."""
+    path = Path(model_dir) / MODEL_META_FILE
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_model_meta(model_dir: str | os.PathLike[str], **updates: Any) -> dict[str, Any]:
+    """Merge ``updates`` into the model's sidecar metadata and return the result."""
+    meta = read_model_meta(model_dir)
+    meta.update(updates)
+    path = Path(model_dir) / MODEL_META_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    return meta
+
+
+__all__ = [
+    "REPO_ROOT", "SAMPLE_DATA_DIR", "DEFAULT_RUN_DIR", "LABELS", "LABEL_NAMES_ZH", "MODEL_META_FILE",
+    "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
+    "add_config_args", "config_from_args", "config_from_params", "to_dict", "record_results",
+    "read_results", "read_model_meta", "write_model_meta", "field",
+]

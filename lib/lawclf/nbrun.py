@@ -1,0 +1,116 @@
+"""Run the notebook series with papermill (``make run``, the notebook tests, CI).
+
+Executed copies are build artefacts: they go to ``<run_dir>/notebooks/``, never back
+into ``notebooks/`` (which is committed without outputs).
+
+    python -m lawclf.nbrun --run-dir runs/sample --params notebooks/params/local.yaml
+    python -m lawclf.nbrun --only 01 02 -p SEED=7
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from lawclf.config import DEFAULT_RUN_DIR, REPO_ROOT
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+#: The series in order; a notebook that does not exist yet is skipped with a message.
+SERIES: tuple[str, ...] = (
+    "01_data_prep",
+    "02_keyword_wordcloud",
+    "03_train",
+    "04_evaluate",
+    "05_export_onnx",
+    "06_serve",
+)
+
+
+def notebook_path(name: str) -> Path:
+    """Path of a series notebook from its name or number prefix (``"03"`` -> 03_train.ipynb)."""
+    matches = sorted(NOTEBOOK_DIR.glob(f"{name}*.ipynb"))
+    if not matches:
+        raise FileNotFoundError(f"no notebook matching {name!r} in {NOTEBOOK_DIR}")
+    return matches[0]
+
+
+def run_notebook(name: str, run_dir: str | os.PathLike[str], parameters: Optional[Mapping[str, Any]] = None,
+                 output_dir: Optional[str | os.PathLike[str]] = None, timeout: int = 1800) -> Path:
+    """Execute one notebook with papermill; ``RUN_DIR`` is always passed. Returns the executed copy."""
+    import papermill as pm
+
+    src = notebook_path(name)
+    out_dir = Path(output_dir) if output_dir else Path(run_dir) / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / src.name
+    params = {"RUN_DIR": str(run_dir), **dict(parameters or {})}
+    env_before = os.environ.get("MPLBACKEND")
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display here
+    try:
+        pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(REPO_ROOT),
+                            kernel_name="python3", progress_bar=False, execution_timeout=timeout)
+    finally:
+        if env_before is None:
+            os.environ.pop("MPLBACKEND", None)
+    return out
+
+
+def run_series(run_dir: str | os.PathLike[str], parameters: Optional[Mapping[str, Any]] = None,
+               only: Optional[Iterable[str]] = None) -> list[Path]:
+    """Run the series (or the notebooks named in ``only``) in order, passing the same parameters.
+
+    papermill ignores parameters a notebook does not declare (with a warning), so one
+    parameter set can drive the whole series.
+    """
+    wanted = list(only) if only else list(SERIES)
+    done = []
+    for name in wanted:
+        try:
+            notebook_path(name)
+        except FileNotFoundError:
+            print(f"[nbrun] {name}: not in this version of the series, skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        print(f"[nbrun] {name} ...", flush=True)
+        done.append(run_notebook(name, run_dir, parameters))
+        print(f"[nbrun] {name} done in {time.perf_counter() - t0:.1f}s -> {done[-1]}", flush=True)
+    return done
+
+
+def _parse_params(pairs: Sequence[str], files: Sequence[str]) -> dict[str, Any]:
+    import yaml  # papermill depends on PyYAML
+
+    params: dict[str, Any] = {}
+    for f in files:
+        loaded = yaml.safe_load(Path(f).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"{f}: expected a mapping of NAME: value")
+        params.update(loaded)
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"-p expects NAME=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        params[key] = yaml.safe_load(value)  # typed: 3 -> int, true -> bool, tiny -> str
+    return params
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lawclf.nbrun", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
+    parser.add_argument("--params", action="append", default=[], help="YAML file of NAME: value (repeatable)")
+    parser.add_argument("-p", action="append", default=[], metavar="NAME=VALUE", help="one parameter (YAML value)")
+    parser.add_argument("--only", nargs="*", help="notebook names or number prefixes, e.g. 01 02")
+    args = parser.parse_args(argv)
+    params = _parse_params(args.p, args.params)
+    run_series(args.run_dir, params, args.only)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
