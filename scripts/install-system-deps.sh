@@ -14,7 +14,8 @@ have_cjk_font() {
 packages=()
 case "$what" in
   fonts) have_cjk_font || packages+=(fonts-wqy-microhei) ;;
-  ci)    packages+=(fonts-wqy-microhei) ;;
+  # ci: font for word clouds; nginx (proxy test), chromium (demo-page test), postgresql (storage tests).
+  ci)    packages+=(fonts-wqy-microhei nginx chromium chromium-driver postgresql) ;;
   *) echo "usage: $0 fonts|ci" >&2; exit 2 ;;
 esac
 [ ${#packages[@]} -eq 0 ] && exit 0
