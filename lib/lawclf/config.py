@@ -225,6 +225,48 @@ class ServeConfig:
         return cls(**values)
 
 
+@dataclass
+class CollectConfig:
+    """Optional data collection: V2EX crawler, Q&A importer, JSONL export (notebook 00, ``lawclf collect``)."""
+
+    #: SQLAlchemy URL: a SQLite file (zero set-up) or ``postgresql+psycopg://user:pw@host/db``.
+    db_url: str = "sqlite:///runs/collect/collect.db"
+    #: V2EX API root; tests and the notebook's offline demo point it at a local fake server.
+    base_url: str = "https://www.v2ex.com"
+    #: Personal access token for API v2 (empty = the V2EX_TOKEN environment variable; none = v1).
+    token: str = ""
+    #: Comma-separated node names to crawl page by page (e.g. ``python,apple,career``).
+    nodes: str = ""
+    #: Comma-separated v1 feeds fetched once per run (``latest``, ``hot``); empty = none.
+    feeds: str = "latest,hot"
+    #: Stop each node after this page (a later run with a larger value carries on).
+    max_pages: int = 5
+    #: Our own request budget; 0 = the API's published limit (v1 120/hour, v2 600/hour).
+    requests_per_hour: int = 0
+    #: Retries per request on 429, 5xx, network errors and malformed JSON.
+    max_retries: int = 5
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+    timeout: float = 30.0
+    user_agent: str = "lawclf-collect/0.1 (+https://github.com/lawclf/lawclf)"
+    progress: bool = True
+    #: Q&A dump (CSV or JSONL) imported as the legal side; columns are configurable.
+    qa_path: str = ""
+    qa_title_field: str = "title"
+    #: Comma-separated body columns, joined in order (missing values are skipped).
+    qa_body_fields: str = "question,content"
+    #: Column holding a stable id; when absent the id is a hash of the text (re-imports stay idempotent).
+    qa_id_field: str = "id"
+    qa_source: str = "qa"
+    qa_label: int = 1
+    #: False: the first bad line stops with file:line. True: bad lines are counted and reported.
+    lenient: bool = False
+    #: Export folder: writes legal.jsonl + nonlegal.jsonl (``lawclf prepare --data-dir``).
+    out_dir: str = "runs/collect/data"
+    min_chars: int = 10
+    max_chars: int = 512
+
+
 # --------------------------------------------------------------------------- helpers
 
 ConfigT = TypeVar("ConfigT")
@@ -321,6 +363,7 @@ def write_model_meta(model_dir: str | os.PathLike[str], **updates: Any) -> dict[
 __all__ = [
     "REPO_ROOT", "SAMPLE_DATA_DIR", "DEFAULT_RUN_DIR", "LABELS", "LABEL_NAMES_ZH", "MODEL_META_FILE",
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
+    "CollectConfig",
     "add_config_args", "config_from_args", "config_from_params", "to_dict", "record_results",
     "read_results", "read_model_meta", "write_model_meta", "field",
 ]
