@@ -1,0 +1,108 @@
+"""Robustness helpers on small made-up rows (never the real corpus)."""
+
+import numpy as np
+import pytest
+
+from lawclf.robustness import (binary_metrics, mine_hard_negatives, per_source_report, select_training_rows,
+                               source_balanced_weights, source_group, suspected_label_noise,
+                               threshold_for_source_fpr, threshold_max_f1)
+
+
+@pytest.mark.parametrize("source,group", [
+    ("IceFlameWorm/NLP_Datasets:LCQMC/dev.txt@a2203a7", "NLP_Datasets:LCQMC"),
+    ("IceFlameWorm/NLP_Datasets:LCQMC/test.txt@a2203a7", "NLP_Datasets:LCQMC"),
+    ("ghaction/v2ex_hot_daily:data/md/2020/10/28.md@ce1b66", "v2ex_hot_daily"),
+    ("qiuhuachuan/smile:data/14025.json@9f8afc", "smile"),
+    ("AndrewZhe/lawyer-llama:data/legal_advice.json@abaa09", "lawyer-llama:legal_advice"),
+    ("SophonPlus/ChineseNlpCorpus:datasets/waimai_10k/waimai_10k.csv@a0b7", "ChineseNlpCorpus:waimai_10k"),
+    ("o/r:datasets/a.zip!inner.csv@1", "r:a"),
+    ("sample", "sample"),
+    ("", "unknown"),
+])
+def test_source_group(source, group):
+    assert source_group(source) == group
+
+
+def _rows(spec):
+    """spec: list of (label, source, count) → rows."""
+    return [{"text": f"{s}{i}", "label": y, "source": s} for y, s, n in spec for i in range(n)]
+
+
+def test_source_balanced_weights_flatten_sources_but_keep_class_mass():
+    rows = _rows([(0, "big", 90), (0, "small", 10), (1, "legal", 20)])
+    w = source_balanced_weights(rows, power=1.0)
+    assert w.sum() == pytest.approx(1.0)
+    big, small, legal = w[:90].sum(), w[90:100].sum(), w[100:].sum()
+    assert big == pytest.approx(small)
+    assert big + small == pytest.approx(100 / 120) and legal == pytest.approx(20 / 120)
+    natural = source_balanced_weights(rows, power=0.0)
+    assert np.allclose(natural, 1 / 120)
+    with pytest.raises(ValueError):
+        source_balanced_weights(rows, power=2)
+
+
+def test_mine_hard_negatives_takes_highest_scoring_negatives_only():
+    rows = _rows([(0, "a", 4), (1, "l", 2)])
+    scores = [0.1, 0.9, 0.5, 0.2, 1.0, 1.0]
+    assert mine_hard_negatives(rows, scores, 2) == [1, 2]
+    with pytest.raises(ValueError, match="one score per row"):
+        mine_hard_negatives(rows, scores[:3], 1)
+
+
+def test_select_training_rows_balances_and_prioritises_hard_negatives():
+    rows = _rows([(0, "big", 200), (0, "small", 10), (0, "mid", 40), (1, "legal", 30)])
+    scores = np.zeros(len(rows))
+    scores[5] = scores[6] = 0.99  # two hard negatives in "big"
+    idx = select_training_rows(rows, n_negatives=60, hard_scores=scores, hard_fraction=0.05, seed=1)
+    assert len(idx) == len(set(idx)) == 90
+    chosen_neg = [i for i in idx if rows[i]["label"] == 0]
+    assert {5, 6} <= set(chosen_neg)
+    by_source = {s: sum(rows[i]["source"] == s for i in chosen_neg) for s in ("big", "small", "mid")}
+    assert by_source["small"] == 10  # small source taken whole, the rest shared evenly
+    assert abs(by_source["mid"] - (by_source["big"] - 2)) <= 1
+    assert select_training_rows(rows, 60, hard_scores=scores, hard_fraction=0.05, seed=1) == idx
+    again = select_training_rows(rows, 60, exclude=[5, 6], balance_sources=False, seed=1)
+    assert 5 not in again and 6 not in again and len(again) == 90
+
+
+def test_select_training_rows_caps_positives_across_sources():
+    rows = _rows([(1, "x", 50), (1, "y", 5), (0, "n", 20)])
+    idx = select_training_rows(rows, n_negatives=10, n_positives=20)
+    pos = [rows[i]["source"] for i in idx if rows[i]["label"] == 1]
+    assert len(pos) == 20 and pos.count("y") == 5
+
+
+def test_suspected_label_noise_lists_confident_negatives():
+    rows = _rows([(0, "a", 3), (1, "l", 1)])
+    assert suspected_label_noise(rows, [0.95, 0.2, 0.99, 0.99], threshold=0.9) == [2, 0]
+
+
+def test_binary_metrics_known_values():
+    m = binary_metrics([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1], threshold=0.5)
+    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5 and m["fpr"] == 0.5
+    assert m["pr_auc"] == pytest.approx(0.8333, abs=1e-3)
+    assert np.isnan(binary_metrics([0, 0], [0.1, 0.2], 0.5)["pr_auc"])
+
+
+def test_per_source_report_fpr_and_recall():
+    rows = _rows([(0, "a", 4), (1, "l", 2)])
+    rep = per_source_report(rows, [0.9, 0.1, 0.1, 0.1, 0.8, 0.2], threshold=0.5)
+    assert rep["a"] == {"label": 0, "n": 4, "fpr": 0.25, "false_positives": 1}
+    assert rep["l"]["recall"] == 0.5 and rep["l"]["missed"] == 1
+
+
+def test_threshold_max_f1_separates_clean_scores():
+    t = threshold_max_f1([0, 0, 1, 1], [0.1, 0.3, 0.7, 0.9])
+    assert 0.3 < t <= 0.7
+
+
+def test_threshold_for_source_fpr_raises_threshold_for_noisy_source():
+    rows = _rows([(0, "calm", 50), (0, "tricky", 50), (1, "legal", 50)])
+    scores = [0.1] * 50 + [0.1] * 40 + [0.65] * 10 + [0.6] * 10 + [0.9] * 40
+    # max-F1 would accept 0.6 (tricky FPR 20 %); a 3 % cap must push the threshold above 0.65.
+    t = threshold_for_source_fpr(rows, scores, max_fpr=0.03)
+    assert t > 0.65
+    flagged = sum(s >= t for s in scores[50:100])
+    assert flagged / 50 <= 0.03
+    assert threshold_for_source_fpr(rows, scores, max_fpr=0.5) == threshold_max_f1(
+        [r["label"] for r in rows], scores)
