@@ -9,11 +9,27 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import unicodedata
 from pathlib import Path
 
 from lawclf.config import RunPaths
 
 SPLITS = ("train", "validation", "test")
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFKC (full-width -> half-width, compatibility forms), collapse whitespace, strip."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def dedup_key(text: str) -> str:
+    """Key under which two texts count as the same post: normalised, case-folded, and with
+    spaces, punctuation and symbols removed ("借钱不还！" == "借钱 不还")."""
+    norm = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(ch for ch in norm if unicodedata.category(ch)[0] not in "PSZC")
 
 
 def load_split(run_dir: str | os.PathLike[str], split: str) -> list[dict]:
