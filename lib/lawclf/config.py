@@ -119,6 +119,12 @@ class KeywordConfig:
     #: Extra stop words, one per line (added to the packaged list).
     stopwords_path: str = ""
     wordcloud_max_words: int = 150
+    #: Strength of the log-odds prior, as a fraction of the pooled word counts (Monroe et al. 2008).
+    prior_scale: float = 0.1
+    #: Comma-separated words whose statistics are always reported (the known shortcut words).
+    watch_words: str = "借钱,咨询,怎么办,请问,律师,欠款,还钱"
+    #: Word-cloud layout seed (same picture on every run).
+    seed: int = 42
 
 
 @dataclass
