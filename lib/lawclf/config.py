@@ -180,6 +180,8 @@ class EvalConfig:
     batch_size: int = 64
     n_errors: int = 20
     calibration_bins: int = 10
+    #: JSONL of ``{"text", "label", "kind"}`` probe questions; empty = the packaged resources/probes.jsonl.
+    probes_path: str = ""
 
 
 @dataclass
@@ -187,11 +189,19 @@ class ExportConfig:
     """ONNX export, validation and quantisation (notebook 05, ``lawclf export``)."""
 
     run_dir: str = DEFAULT_RUN_DIR
+    #: The save_pretrained folder to export; empty = <run_dir>/model.
+    model_dir: str = ""
+    #: Where model.onnx, model.int8.onnx, tokenizer and metadata go; empty = <run_dir>/onnx.
+    output_dir: str = ""
     opset: int = 17
     #: Fail the export when |logits_onnx - logits_torch| exceeds this.
     atol: float = 1e-4
+    #: ONNX Runtime's BERT graph optimiser (fused Attention/LayerNorm/Gelu) before quantisation.
     optimize: bool = True
+    #: Also write model.int8.onnx (int8 dynamic quantisation) and its parity report.
     quantize: bool = True
+    #: Test-split texts used for the parity reports (0 = all).
+    parity_max_texts: int = 2000
 
 
 @dataclass
@@ -213,7 +223,11 @@ class ServeConfig:
     microbatch: bool = True
     microbatch_max_size: int = 32
     microbatch_wait_ms: float = 5.0
+    #: Seconds a request waits for its prediction before a 503 (Gunicorn's timeout is longer).
+    predict_timeout_s: float = 20.0
     sentry_dsn: str = ""
+    #: Share of errors sent to Sentry (1.0 = all) and of requests traced (0.0 = none).
+    sentry_sample_rate: float = 1.0
     sentry_traces_sample_rate: float = 0.0
     sentry_environment: str = "production"
 
