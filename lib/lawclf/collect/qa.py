@@ -41,6 +41,7 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
     elif suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            _ = reader.fieldnames  # reads the header, so the line numbers below count it
             line_start = reader.line_num + 1
             for record in reader:
                 if None in record:  # more cells than header columns
