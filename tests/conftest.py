@@ -76,3 +76,14 @@ def shared_data_dir() -> Path:
     if not (SHARED_DATA / "legal.jsonl").exists():
         pytest.skip(f"real corpus not found at {SHARED_DATA} (set LAWCLF_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def cjk_font() -> Path:
+    """A system font with Chinese glyphs; tests that draw Chinese skip with the install hint when none exists."""
+    from lawclf.fonts import FontNotFoundError, find_cjk_font
+
+    try:
+        return find_cjk_font()
+    except FontNotFoundError as exc:
+        pytest.skip(str(exc).splitlines()[0] + " (apt-get install fonts-wqy-microhei)")

@@ -25,6 +25,7 @@ import os
 import sys
 import unicodedata
 from collections import Counter
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Union
@@ -69,10 +70,15 @@ def _read_word_list(lines: Iterable[str]) -> set[str]:
     return {w.strip().lower() for w in lines if w.strip() and not w.lstrip().startswith("#")}
 
 
+@lru_cache(maxsize=1)
+def _packaged_stopwords() -> frozenset[str]:
+    text = resources.files("lawclf.resources").joinpath(STOPWORDS_RESOURCE).read_text(encoding="utf-8")
+    return frozenset(_read_word_list(text.splitlines()))
+
+
 def load_stopwords(extra_path: str | os.PathLike[str] = "") -> frozenset[str]:
     """The packaged stop-word list plus, optionally, a user file (one word per line, ``#`` comments)."""
-    packaged = resources.files("lawclf.resources").joinpath(STOPWORDS_RESOURCE).read_text(encoding="utf-8")
-    words = _read_word_list(packaged.splitlines())
+    words = set(_packaged_stopwords())
     if extra_path:
         path = Path(extra_path)
         if not path.is_file():
@@ -209,19 +215,22 @@ def keyword_lean(texts: Iterable[str], table: TableLike, *, column: str = "log_o
     """
     scores = _score_map(table, column)
     stop = load_stopwords() if stopwords is None else stopwords
-    out = []
-    for text in texts:
-        words = segment(text, stop)
-        out.append(sum(scores.get(w, 0.0) for w in words) / len(words) if words else 0.0)
-    return out
+    return [_mean_score(segment(text, stop), scores) for text in texts]
 
 
 def lean_words(text: str, table: TableLike, *, column: str = "log_odds", k: int = 5,
                stopwords: Optional[frozenset[str]] = None) -> list[tuple[str, float]]:
-    """The ``k`` words of ``text`` that push its lean most towards legal (largest positive scores first)."""
-    scores = _score_map(table, column)
-    words = set(segment(text, load_stopwords() if stopwords is None else stopwords))
-    found = sorted(((w, scores[w]) for w in words if w in scores), key=lambda ws: (-ws[1], ws[0]))
+    """The ``k`` words of ``text`` that push its lean most towards legal (largest scores first)."""
+    words = segment(text, load_stopwords() if stopwords is None else stopwords)
+    return _strongest_words(words, _score_map(table, column), k)
+
+
+def _mean_score(words: Sequence[str], scores: Mapping[str, float]) -> float:
+    return sum(scores.get(w, 0.0) for w in words) / len(words) if words else 0.0
+
+
+def _strongest_words(words: Iterable[str], scores: Mapping[str, float], k: int) -> list[tuple[str, float]]:
+    found = sorted(((w, scores[w]) for w in set(words) if w in scores), key=lambda ws: (-ws[1], ws[0]))
     return found[:k]
 
 
@@ -358,8 +367,10 @@ def analyse(cfg: KeywordConfig) -> dict:
     plot_bias_bars(table, out_dir / FILES["bias_plot"], top_k=cfg.top_k, font_path=str(font))
 
     # The table from train, applied to unseen test texts: how far do keywords alone get?
-    lean = keyword_lean([r["text"] for r in test], table, stopwords=stop)
-    _write_lean_table(test, lean, table, stop, out_dir / FILES["lean_test"])
+    scores = _score_map(table, "log_odds")
+    test_docs = [segment(r["text"], stop) for r in test]  # segmented once: same as keyword_lean(texts)
+    lean = [_mean_score(words, scores) for words in test_docs]
+    _write_lean_table(test, test_docs, lean, scores, out_dir / FILES["lean_test"])
     test_labels = [int(r["label"]) for r in test]
     non_legal_lean = sorted(((s, r) for s, r in zip(lean, test) if int(r["label"]) == 0), key=lambda x: -x[0])
 
@@ -385,16 +396,15 @@ def analyse(cfg: KeywordConfig) -> dict:
     return summary
 
 
-def _write_lean_table(rows: Sequence[dict], lean: Sequence[float], table: "pd.DataFrame",
-                      stop: frozenset[str], path: Path) -> None:
+def _write_lean_table(rows: Sequence[dict], docs: Sequence[Sequence[str]], lean: Sequence[float],
+                      scores: Mapping[str, float], path: Path) -> None:
     import pandas as pd
 
     frame = pd.DataFrame({
         "id": [r["id"] for r in rows],
         "label": [int(r["label"]) for r in rows],
         "keyword_lean": lean,
-        "legal_words": [" ".join(w for w, s in lean_words(r["text"], table, stopwords=stop) if s > 0)
-                        for r in rows],
+        "legal_words": [" ".join(w for w, s in _strongest_words(words, scores, 5) if s > 0) for words in docs],
         "text": [r["text"] for r in rows],
     })
     frame.sort_values(["keyword_lean", "id"], ascending=[False, True]).to_csv(path, index=False, encoding="utf-8")

@@ -11,18 +11,13 @@ from PIL import Image
 
 from conftest import copy_run
 from lawclf.config import RunPaths, read_results
-from lawclf.fonts import FontNotFoundError, find_cjk_font
 from lawclf.keywords import FILES
 from lawclf.nbrun import run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 
-def test_notebook_02_writes_keyword_tables_and_word_clouds(prepared_run_dir, tmp_path):
-    try:
-        font = find_cjk_font()
-    except FontNotFoundError:
-        pytest.skip("no CJK font installed (apt-get install fonts-wqy-microhei)")
+def test_notebook_02_writes_keyword_tables_and_word_clouds(prepared_run_dir, cjk_font, tmp_path):
     run = copy_run(prepared_run_dir, tmp_path / "run")
     executed = run_notebook("02_keyword_wordcloud", run, {"TOP_K": 8, "MIN_COUNT": 3})
 
@@ -31,7 +26,7 @@ def test_notebook_02_writes_keyword_tables_and_word_clouds(prepared_run_dir, tmp
         assert (out / name).is_file(), name
 
     results = read_results(run, "02_keyword_wordcloud")
-    assert results["font_path"] == str(font)
+    assert results["font_path"] == str(cjk_font)
     assert len(results["top_legal_words"]) == 8 and len(results["top_non_legal_words"]) == 8
     train = [json.loads(line) for line in RunPaths(run).split_file("train").open(encoding="utf-8")]
     assert results["train_texts"] == {"legal": sum(r["label"] == 1 for r in train),

@@ -15,14 +15,6 @@ from lawclf.fonts import FontNotFoundError, find_cjk_font, has_cjk_glyphs, setup
 DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 
-@pytest.fixture
-def cjk_font() -> Path:
-    try:
-        return find_cjk_font()
-    except FontNotFoundError:
-        pytest.skip("no CJK font installed (apt-get install fonts-wqy-microhei)")
-
-
 def test_dejavu_has_no_cjk_glyphs_but_latin():
     assert not has_cjk_glyphs(DEJAVU)
     assert has_cjk_glyphs(DEJAVU, chars="law")

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from lawclf import keywords
 from lawclf.config import KeywordConfig, RunPaths
-from lawclf.fonts import FontNotFoundError, find_cjk_font, has_cjk_glyphs
+from lawclf.fonts import FontNotFoundError, has_cjk_glyphs
 from lawclf.keywords import (keyword_bias_table, keyword_lean, lean_words, load_stopwords, log_odds_dirichlet,
                              rank_auc, render_wordcloud, segment)
 
@@ -25,14 +25,6 @@ LEGAL = ["朋友借钱不还怎么办，可以起诉吗", "公司拖欠工资，
          "房东不退押金，合同纠纷怎么处理", "借条没有写还款日期，还有效吗", "被人打伤了可以报警起诉吗"]
 NON_LEGAL = ["显卡驱动装不上怎么办", "想咨询下大家，买房还是租房好", "借钱给朋友买电脑", "周末去爬山，推荐一下路线",
              "python 代码报错，怎么解决", "手机电池不耐用，换个新的"]
-
-
-@pytest.fixture
-def cjk_font() -> Path:
-    try:
-        return find_cjk_font()
-    except FontNotFoundError:
-        pytest.skip("no CJK font installed (apt-get install fonts-wqy-microhei)")
 
 
 def write_splits(run_dir: Path, repeat: int = 3) -> Path:
