@@ -94,13 +94,6 @@ def db_stats(cfg: CollectConfig) -> dict[str, Any]:
         engine.dispose()
 
 
-def _redact(url: str) -> str:
-    """The database URL without its password, for printing."""
-    import sqlalchemy as sa
-
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
-
-
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """``lawclf collect {v2ex,import-qa,export,stats} [options]``."""
     parser = argparse.ArgumentParser(prog="lawclf collect", description=__doc__,
@@ -119,7 +112,9 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as exc:  # bad input: a clear message, no traceback
         print(f"lawclf collect {args.command}: {exc}", file=sys.stderr)
         return 2
-    print(f"[collect] database: {_redact(cfg.db_url)}", file=sys.stderr)
+    from lawclf.collect.store import redact_url
+
+    print(f"[collect] database: {redact_url(cfg.db_url)}", file=sys.stderr)
     print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     if args.command == "v2ex" and result["failures"]:
         print(f"[collect] {len(result['failures'])} request(s) failed after retries; "

@@ -59,6 +59,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def redact_url(url: str) -> str:
+    """The database URL with its password hidden, for printing and logs."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
 def open_db(url: str) -> Engine:
     """Engine for ``url`` with the tables created; a SQLite file's folder is created too."""
     parsed = sa.engine.make_url(url)

@@ -225,7 +225,10 @@ def crawl(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: 
     keeps failing is recorded in ``crawl_failures`` and its node stops there; the next
     run retries it. ``on_page(task, page)`` runs after each commit (tests use it to crash).
     """
-    from tqdm.auto import tqdm
+    if progress:  # tqdm.auto picks the notebook widget when there is one
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     nodes, feeds = [n for n in nodes if n], [f for f in feeds if f]
     summary: dict[str, Any] = {"api": client.api_version, "pages": 0, "topics": 0, "new": 0, "failures": []}
