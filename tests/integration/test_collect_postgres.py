@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from urllib.parse import quote
@@ -121,16 +119,7 @@ def test_upsert_updates_edited_posts(schema_url):
 def test_killed_crawler_process_resumes_into_postgres(schema_url):
     with FakeV2EX.from_fixture(FIXTURES / "topics.json", per_page=10) as server:
         server.add_fault("node_name=python&page=3", "hang")
-        cmd = [sys.executable, "-m", "lawclf", "collect", "v2ex", "--db-url", schema_url, "--base-url", server.url,
-               "--nodes", "python,career", "--feeds", "", "--max-pages", "10",
-               "--requests-per-hour", "3600000", "--no-progress"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            assert server.hanging.wait(timeout=60), proc.stderr.read().decode() if proc.poll() is not None else ""
-        finally:
-            proc.kill()
-            proc.wait(timeout=30)
-        server.release.set()
+        server.kill_crawler_when_hanging(schema_url, "python,career")
         engine = store.open_db(schema_url)
         assert set(stored_ids(engine)) == {str(t["id"]) for t in NODES["python"][:20]}
         crawl(engine, V2EXClient(base_url=server.url, requests_per_hour=3_600_000, timeout=5),

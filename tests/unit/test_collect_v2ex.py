@@ -8,10 +8,7 @@ resume that loses nothing and duplicates nothing.
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -183,22 +180,33 @@ def test_crash_after_page_n_then_resume_loses_and_duplicates_nothing(fake, clock
     assert node_requests(fake, "career") == [1, 2, 3, 4]
 
 
-def test_killed_crawler_process_resumes_without_loss(tmp_path, clock):
+def test_page_rows_and_progress_commit_together(fake, clock, engine, monkeypatch):
+    """A crash between writing a page's posts and its progress leaves neither behind."""
+    real_set_state = store.set_state
+    calls = []
+
+    def crash_on_second_page(conn, task, *args):
+        calls.append(task)
+        if len(calls) == 2:
+            raise RuntimeError("crash inside the transaction")
+        real_set_state(conn, task, *args)
+
+    monkeypatch.setattr(store, "set_state", crash_on_second_page)
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        crawl(engine, client_for(fake, clock), nodes=["python"], max_pages=10, progress=False)
+    assert set(stored_ids(engine)) == {str(t["id"]) for t in NODES["python"][:10]}  # page 2 rolled back
+    monkeypatch.setattr(store, "set_state", real_set_state)
+    crawl(engine, client_for(fake, clock), nodes=["python"], max_pages=10, progress=False)
+    assert node_requests(fake, "python") == [1, 2, 2, 3, 4]
+    assert sorted(stored_ids(engine)) == sorted(PY_IDS)
+
+
+def test_killed_crawler_process_resumes_without_loss(tmp_path):
     """SIGKILL a real `lawclf collect v2ex` process while it waits for a page, then resume."""
     db_url = f"sqlite:///{tmp_path / 'collect.db'}"
     with FakeV2EX.from_fixture(FIXTURE, per_page=10) as server:
         server.add_fault("node_name=career&page=2", "hang")
-        cmd = [sys.executable, "-m", "lawclf", "collect", "v2ex", "--db-url", db_url, "--base-url", server.url,
-               "--nodes", "python,career", "--feeds", "", "--max-pages", "10",
-               "--requests-per-hour", "3600000", "--no-progress"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        try:
-            assert server.hanging.wait(timeout=60), proc.stderr.read().decode() if proc.poll() is not None else ""
-        finally:
-            proc.kill()
-            proc.wait(timeout=30)
-        server.release.set()
+        server.kill_crawler_when_hanging(db_url, "python,career")
         engine = store.open_db(db_url)
         try:
             assert set(stored_ids(engine)) == PY_IDS | {str(t["id"]) for t in NODES["career"][:10]}

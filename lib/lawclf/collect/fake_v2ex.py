@@ -13,6 +13,8 @@ released (so a test can kill a crawler mid-page)::
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -111,6 +113,23 @@ class FakeV2EX:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def kill_crawler_when_hanging(self, db_url: str, nodes: str, timeout: float = 60.0) -> None:
+        """Run ``lawclf collect v2ex`` against this server in a new process and SIGKILL it as soon
+        as a request hits a ``hang`` fault: a crash in the middle of a page, for resume tests."""
+        cmd = [sys.executable, "-m", "lawclf", "collect", "v2ex", "--db-url", db_url, "--base-url", self.url,
+               "--nodes", nodes, "--feeds", "", "--max-pages", "1000", "--requests-per-hour", "3600000",
+               "--no-progress"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            if not self.hanging.wait(timeout):
+                err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else "(still running)"
+                raise RuntimeError(f"the crawler never reached the hanging request: {err}")
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+            proc.stderr.close()
+            self.release.set()
 
     def __enter__(self) -> "FakeV2EX":
         return self.start()
