@@ -379,6 +379,8 @@ def analyse(cfg: KeywordConfig) -> dict:
         "run_dir": str(cfg.run_dir),
         "font_path": str(font),
         "train": per_class,
+        # Compare every p_legal with this: P(legal) over all train texts.
+        "train_legal_share": round(labels.count(1) / len(labels), 4),
         "vocabulary": int(len(table)),
         "min_count": cfg.min_count,
         "prior_scale": cfg.prior_scale,

@@ -31,6 +31,7 @@ def test_notebook_02_writes_keyword_tables_and_word_clouds(prepared_run_dir, cjk
     train = [json.loads(line) for line in RunPaths(run).split_file("train").open(encoding="utf-8")]
     assert results["train_texts"] == {"legal": sum(r["label"] == 1 for r in train),
                                       "non_legal": sum(r["label"] == 0 for r in train)}
+    assert results["train_legal_share"] == pytest.approx(results["train_texts"]["legal"] / len(train), abs=1e-4)
     assert 0.5 < results["test_keyword_lean_auc"] <= 1.0
     assert set(results["watch_words_z"]) >= {"借钱", "咨询", "怎么办", "请问"}
 

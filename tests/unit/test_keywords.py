@@ -209,6 +209,7 @@ def test_analyse_writes_tables_pictures_and_summary(cjk_font, tmp_path):
     assert jie["count_legal"] == 3 and jie["count_non_legal"] == 3 and jie["p_legal"] == 0.5
     assert summary["watch_words"]["欠款"] is None  # never seen: reported as missing, not dropped
     assert summary["train"]["legal"]["texts"] == 18 and summary["train"]["non_legal"]["texts"] == 18
+    assert summary["train_legal_share"] == 0.5
     assert 0.5 < summary["test_keyword_lean_auc"] <= 1.0
     assert summary["font_path"] == str(cjk_font)
     top = pd.read_csv(out / "top_words_legal.csv")
