@@ -1,0 +1,60 @@
+"""Shared helpers for the benchmarks: random-weight models of a given shape, exported like a real one.
+
+Speed depends on a model's shape, not on its weights, so a randomly initialised BERT of
+bert-base-chinese's shape (12 layers, hidden 768, 12 heads, vocabulary 21128) times like
+the real thing without downloading it. Both shapes go through the project's own export
+(``lawclf.export.export``: eager attention, optimiser, int8), so the benchmarks measure
+exactly what ``lawclf predict`` and the server load.
+
+    from common import exported_model, text_of_tokens
+    onnx_dir = exported_model("bert-base")      # cached under /tmp/lawclf-bench/bert-base
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from lawclf.config import ExportConfig, RunPaths
+from lawclf.modeling import TinySpec
+
+#: name -> (architecture, embedding rows). "tiny" is TrainConfig's default tiny model.
+SHAPES: dict[str, tuple[TinySpec, int]] = {
+    "bert-base": (TinySpec(layers=12, hidden=768, heads=12, vocab_size=6000, max_positions=512), 21128),
+    "tiny": (TinySpec(layers=2, hidden=128, heads=2, vocab_size=6000, max_positions=512), 0),
+}
+DEFAULT_WORK_DIR = Path(os.environ.get("LAWCLF_BENCH_DIR", "/tmp/lawclf-bench"))
+#: The model's longest input; the "original recipe" pads every request to it.
+MAX_LEN = 512
+
+
+def model_dir(shape: str, work_dir: Path = DEFAULT_WORK_DIR) -> Path:
+    """A save_pretrained folder with random weights of ``shape`` (built once, then reused)."""
+    from lawclf.export import save_random_model
+
+    spec, vocab = SHAPES[shape]
+    path = RunPaths(work_dir / shape).model
+    if not (path / "model.safetensors").exists():
+        save_random_model(path, spec, vocab_size=vocab, max_len=MAX_LEN, version=f"random-{shape}")
+    return path
+
+
+def exported_model(shape: str, work_dir: Path = DEFAULT_WORK_DIR, log=print) -> Path:
+    """The ONNX folder (model.onnx, model.int8.onnx, tokenizer, meta) for ``shape``, exported once."""
+    from lawclf.export import export
+
+    run_dir = work_dir / shape
+    onnx_dir = RunPaths(run_dir).onnx
+    if not (onnx_dir / "model.int8.onnx").exists() or not (onnx_dir / "lawclf_meta.json").exists():
+        t0 = time.perf_counter()
+        model_dir(shape, work_dir)
+        log(f"[bench] exporting a random {shape} model to {onnx_dir} (once; cached) ...")
+        export(ExportConfig(run_dir=str(run_dir), parity_max_texts=0))
+        log(f"[bench] exported in {time.perf_counter() - t0:.0f}s")
+    return onnx_dir
+
+
+def text_of_tokens(n_tokens: int, offset: int = 0) -> str:
+    """A Chinese text that tokenizes to exactly ``n_tokens`` ids ([CLS] + characters + [SEP])."""
+    return "".join(chr(0x4E00 + (offset + i) % 2900) for i in range(max(0, n_tokens - 2)))

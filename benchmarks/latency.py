@@ -1,0 +1,194 @@
+"""Latency and throughput of the ways to serve the classifier, side by side, in one run.
+
+For each model shape (``bert-base``: random weights of bert-base-chinese's shape; ``tiny``)
+it times, end to end per request (tokenisation included):
+
+* ``torch``     PyTorch eager fp32 (transformers' default attention), batch 1
+* ``ort-fp32``  lawclf's Predictor on model.onnx (optimised graph)
+* ``ort-int8``  lawclf's Predictor on model.int8.onnx (what serving loads)
+* ``original``  the original deployment: ONNX Runtime fp32, every request padded to 512
+                tokens, one request at a time
+
+p50/p95 latency at 16/32/64/128 tokens (batch 1) and throughput at batch 32, then the
+ratios against the goals (2 cores, bert-base shape: int8 p50 <= 12 ms at 32 tokens,
+>= 5x faster than torch, >= 50x faster than the original recipe).
+
+    nice -n 10 python benchmarks/latency.py                       # both shapes, 2 threads
+    python benchmarks/latency.py --shapes tiny --reps 20 --json out.json
+
+The machine is shared: compare only ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_WORK_DIR, MAX_LEN, exported_model, model_dir, text_of_tokens  # noqa: E402
+
+ENGINES = ("torch", "ort-fp32", "ort-int8", "original")
+GOALS = {"int8_p50_ms_at_32": 12.0, "speedup_vs_torch": 5.0, "speedup_vs_original": 50.0}
+
+
+def timed(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
+    """Milliseconds of ``reps`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def make_engines(shape: str, threads: int, work_dir: Path) -> dict[str, Callable[[list[str]], object]]:
+    """One callable per engine: texts -> scores, each doing its own tokenisation."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from lawclf.predict import Predictor
+
+    onnx_dir = exported_model(shape, work_dir)
+    torch.set_num_threads(threads)
+    mdir = model_dir(shape, work_dir)
+    tok = AutoTokenizer.from_pretrained(mdir)
+    model = AutoModelForSequenceClassification.from_pretrained(mdir).eval()  # default (SDPA) attention
+
+    def torch_engine(texts: list[str]):
+        with torch.no_grad():
+            enc = tok(texts, padding=True, truncation=True, max_length=MAX_LEN, return_tensors="pt")
+            return model(**enc).logits.softmax(-1)[:, 1].numpy()
+
+    fp32 = Predictor(onnx_dir, model_file="model.onnx", threads=threads, batch_size=64)
+    int8 = Predictor(onnx_dir, model_file="model.int8.onnx", threads=threads, batch_size=64)
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    original_sess = ort.InferenceSession(str(onnx_dir / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+
+    def original_engine(texts: list[str]):
+        scores = []
+        for text in texts:  # one request at a time, each padded to 512 tokens
+            enc = tok([text], padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="np")
+            feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+            scores.append(original_sess.run(["logits"], feeds)[0][0])
+        return scores
+
+    return {"torch": torch_engine, "ort-fp32": fp32.predict_proba, "ort-int8": int8.predict_proba,
+            "original": original_engine}
+
+
+def bench_shape(shape: str, args: argparse.Namespace) -> dict:
+    engines = make_engines(shape, args.threads, Path(args.work_dir))
+    latency: dict[str, dict[int, dict[str, float]]] = {e: {} for e in ENGINES}
+    for seq in args.seq_lens:
+        text = text_of_tokens(seq)
+        for name in ENGINES:
+            if name == "original" and latency[name]:
+                # padded to 512 whatever the text: the same work at every length, measured once
+                latency[name][seq] = next(iter(latency[name].values()))
+                continue
+            reps = args.original_reps if name == "original" else args.reps
+            ms = timed(lambda: engines[name]([text]), reps, args.warmup)
+            latency[name][seq] = {"p50": percentile(ms, 50), "p95": percentile(ms, 95)}
+        print(f"[{shape}] seq {seq}: " + ", ".join(f"{e} {latency[e][seq]['p50']:.1f} ms" for e in ENGINES),
+              flush=True)
+    batch = [text_of_tokens(args.throughput_seq, offset=i * 7) for i in range(args.batch)]
+    throughput = {}
+    for name in ENGINES:
+        reps = 1 if name == "original" else args.throughput_reps
+        ms = timed(lambda: engines[name](batch), reps, 1 if name != "original" else 0)
+        throughput[name] = args.batch / (statistics.median(ms) / 1000)
+    print(f"[{shape}] batch {args.batch} x {args.throughput_seq} tokens: "
+          + ", ".join(f"{e} {throughput[e]:.1f}/s" for e in ENGINES), flush=True)
+    return {"latency_ms": latency, "throughput_per_s": throughput}
+
+
+def table(shape: str, res: dict, args: argparse.Namespace) -> str:
+    lat, thr = res["latency_ms"], res["throughput_per_s"]
+    lines = [f"**{shape}** (batch 1, ms, p50 / p95; {args.threads} threads)", "",
+             "| tokens | torch eager fp32 | ORT fp32 | ORT int8 | original (pad 512) | int8 vs torch | int8 vs original |",
+             "|---|---|---|---|---|---|---|"]
+    for seq in args.seq_lens:
+        cells = [f"{lat[e][seq]['p50']:.1f} / {lat[e][seq]['p95']:.1f}" for e in ENGINES]
+        r_t = lat["torch"][seq]["p50"] / lat["ort-int8"][seq]["p50"]
+        r_o = lat["original"][seq]["p50"] / lat["ort-int8"][seq]["p50"]
+        lines.append(f"| {seq} | " + " | ".join(cells) + f" | {r_t:.1f}× | {r_o:.0f}× |")
+    lines.append(f"| throughput, batch {args.batch} × {args.throughput_seq} tokens (texts/s) | "
+                 + " | ".join(f"{thr[e]:.1f}" for e in ENGINES)
+                 + f" | {thr['ort-int8'] / thr['torch']:.1f}× | {thr['ort-int8'] / thr['original']:.0f}× |")
+    return "\n".join(lines)
+
+
+def goals(res: dict, seq: int = 32) -> dict:
+    lat = res["latency_ms"]
+    p50 = lat["ort-int8"][seq]["p50"]
+    figures = {"int8_p50_ms_at_32": p50, "speedup_vs_torch": lat["torch"][seq]["p50"] / p50,
+               "speedup_vs_original": lat["original"][seq]["p50"] / p50}
+    met = {"int8_p50_ms_at_32": p50 <= GOALS["int8_p50_ms_at_32"],
+           "speedup_vs_torch": figures["speedup_vs_torch"] >= GOALS["speedup_vs_torch"],
+           "speedup_vs_original": figures["speedup_vs_original"] >= GOALS["speedup_vs_original"]}
+    return {"figures": figures, "met": met}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default="bert-base,tiny", help="comma-separated: bert-base, tiny")
+    parser.add_argument("--seq-lens", default="16,32,64,128", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--reps", type=int, default=40, help="timed calls per engine and length")
+    parser.add_argument("--original-reps", type=int, default=8, help="timed calls of the slow 512-token recipe")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--throughput-seq", type=int, default=64)
+    parser.add_argument("--throughput-reps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ONNX Runtime")
+    parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="cache of the random models")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} threads, {_cpu_name()}"
+    results = {"date": started, "machine": machine, "args": {k: v for k, v in vars(args).items()}, "shapes": {}}
+    for shape in args.shapes.split(","):
+        results["shapes"][shape] = bench_shape(shape.strip(), args)
+    print(f"\n## Latency ({started}; {machine})\n")
+    for shape, res in results["shapes"].items():
+        print(table(shape, res, args) + "\n")
+    if "bert-base" in results["shapes"] and 32 in args.seq_lens:
+        g = goals(results["shapes"]["bert-base"])
+        results["goals"] = g
+        for key, value in g["figures"].items():
+            print(f"goal {key}: {value:.1f} (target {'<=' if key.endswith('_32') else '>='} "
+                  f"{GOALS[key]}) {'MET' if g['met'][key] else 'NOT MET'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,375 @@
+"""The one predictor: ONNX Runtime + the fast tokenizer, no torch (notebook 05, the CLI, the server).
+
+A model folder (``runs/<name>/onnx``, written by :func:`lawclf.export.export`) holds::
+
+    model.onnx        fp32 graph (optimised)        inputs: input_ids, attention_mask,
+    model.int8.onnx   int8 dynamic quantisation             token_type_ids (int64, [batch, seq])
+    tokenizer.json    the fast tokenizer (``tokenizers`` library format)
+    lawclf_meta.json  labels, threshold, max_len, version, ... (also in the ONNX metadata_props)
+
+    >>> p = Predictor("runs/sample/onnx")
+    >>> p.predict("公司拖欠工资怎么办？")
+    {'label': 'legal', 'is_legal': True, 'score': 0.97, 'threshold': 0.42}
+
+Batch screening of a JSONL file (bounded memory, every input field kept)::
+
+    lawclf predict --model runs/sample/onnx --input posts.jsonl --output predictions.jsonl
+
+This module must never import torch or transformers: the server image has neither.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from lawclf.config import LABELS, MODEL_META_FILE
+
+#: Graph inputs, always fed all three (int64, shape [batch, sequence]). token_type_ids is all
+#: zeros for one text, but BERT adds its segment embedding, so it is part of the interface.
+INPUT_NAMES: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAME = "logits"
+FP32_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+#: Key under which the model metadata is also stored in the ONNX file's metadata_props.
+ONNX_META_KEY = "lawclf_meta"
+POSITIVE_LABEL = LABELS[1]  # "legal"
+
+
+class ModelLoadError(RuntimeError):
+    """The model folder is missing, incomplete or corrupt (the message says which file and why)."""
+
+
+def default_threads() -> int:
+    """ONNX Runtime intra-op threads when none are asked for.
+
+    ``LAWCLF_ORT_THREADS`` or ``OMP_NUM_THREADS`` when set, else the CPUs this process may
+    use (a container's CPU set, not the host's core count).
+    """
+    for name in ("LAWCLF_ORT_THREADS", "OMP_NUM_THREADS"):
+        raw = os.environ.get(name, "").strip()
+        if raw.isdigit() and int(raw) > 0:
+            return int(raw)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_model_dir(model_dir: Union[str, os.PathLike[str]]) -> Path:
+    """Accept the ONNX folder itself or a run folder that has one (``runs/x`` -> ``runs/x/onnx``)."""
+    path = Path(model_dir).expanduser()
+    if not (path / FP32_FILE).exists() and not (path / INT8_FILE).exists() and (path / "onnx").is_dir():
+        return path / "onnx"
+    return path
+
+
+class Predictor:
+    """Classify texts with an exported ONNX model.
+
+    Args:
+        model_dir: the ONNX folder (or a run folder containing ``onnx/``).
+        model_file: file name inside it; default ``model.int8.onnx`` when present, else ``model.onnx``.
+        threads: ONNX Runtime intra-op threads; 0 = :func:`default_threads`.
+        batch_size: texts per ONNX Runtime call in :meth:`predict_proba`.
+
+    Raises:
+        ModelLoadError: the folder, the model file, the tokenizer or the metadata is missing or unreadable.
+    """
+
+    def __init__(self, model_dir: Union[str, os.PathLike[str]], model_file: Optional[str] = None,
+                 threads: int = 0, batch_size: int = 32):
+        import onnxruntime as ort  # imported here so `import lawclf.predict` stays cheap
+        from tokenizers import Tokenizer
+
+        self.model_dir = resolve_model_dir(model_dir)
+        if not self.model_dir.is_dir():
+            raise ModelLoadError(f"model folder {self.model_dir} does not exist "
+                                 "(export one with notebook 05 or `lawclf export --run-dir RUN`)")
+        if model_file is None:
+            model_file = INT8_FILE if (self.model_dir / INT8_FILE).exists() else FP32_FILE
+        self.model_path = self.model_dir / model_file
+        if not self.model_path.is_file():
+            raise ModelLoadError(f"{self.model_path}: ONNX model file not found "
+                                 f"(expected {INT8_FILE} or {FP32_FILE} in {self.model_dir})")
+        tok_path = self.model_dir / TOKENIZER_FILE
+        if not tok_path.is_file():
+            raise ModelLoadError(f"{tok_path}: tokenizer file not found")
+
+        self.threads = int(threads) if threads and threads > 0 else default_threads()
+        self.batch_size = max(1, int(batch_size))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(self.model_path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for bad protobufs
+            raise ModelLoadError(f"{self.model_path}: not a loadable ONNX model ({exc})") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self.input_names) - set(INPUT_NAMES)
+        if unknown:
+            raise ModelLoadError(f"{self.model_path}: unexpected graph inputs {sorted(unknown)}; "
+                                 f"this predictor feeds {list(INPUT_NAMES)}")
+
+        self.meta = self._load_meta()
+        self.labels: list[str] = list(self.meta.get("labels") or LABELS)
+        if POSITIVE_LABEL not in self.labels:
+            raise ModelLoadError(f"{self.model_dir}: labels {self.labels} do not include {POSITIVE_LABEL!r}")
+        self.positive_index = self.labels.index(POSITIVE_LABEL)
+        self.threshold = float(self.meta.get("threshold", 0.5))
+        self.max_len = int(self.meta.get("max_len") or 512)
+
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tok_path))
+        except Exception as exc:
+            raise ModelLoadError(f"{tok_path}: not a readable tokenizers file ({exc})") from exc
+        # Padding is done per batch below; truncation keeps [CLS] ... [SEP] within max_len.
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.max_len)
+        pad_id = self.tokenizer.token_to_id("[PAD]")
+        self.pad_id = 0 if pad_id is None else int(pad_id)
+
+    # ------------------------------------------------------------------ metadata
+    def _load_meta(self) -> dict[str, Any]:
+        """The sidecar ``lawclf_meta.json``; falls back to the copy in the ONNX metadata_props."""
+        path = self.model_dir / MODEL_META_FILE
+        if path.exists():
+            try:
+                meta = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"{path}: unreadable model metadata ({exc})") from exc
+            if not isinstance(meta, dict):
+                raise ModelLoadError(f"{path}: expected a JSON object")
+            return meta
+        props = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_META_KEY in props:
+            try:
+                return json.loads(props[ONNX_META_KEY])
+            except ValueError as exc:
+                raise ModelLoadError(f"{self.model_path}: bad {ONNX_META_KEY} metadata ({exc})") from exc
+        raise ModelLoadError(f"{path} not found and {self.model_path.name} carries no {ONNX_META_KEY!r} "
+                             "metadata: labels and threshold are unknown")
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "unknown"))
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, truncated at ``max_len`` (special tokens included), not padded."""
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
+        return [enc.ids for enc in self.tokenizer.encode_batch(list(texts))]
+
+    def pad_batch(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Pad a batch to its longest member (never to a fixed length) and build all three inputs."""
+        width = max(len(x) for x in ids)
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, :len(seq)] = seq
+            mask[row, :len(seq)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
+
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feeds = {name: batch[name] for name in self.input_names}
+        return self.session.run([OUTPUT_NAME], feeds)[0]
+
+    def predict_proba(self, texts: Sequence[str], batch_size: Optional[int] = None) -> np.ndarray:
+        """P(legal) for each text, in input order.
+
+        Texts are sorted by token length and cut into batches so that each batch pads to
+        a similar length (little wasted compute), then scores go back to input order.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        size = batch_size or self.batch_size
+        ids = self.encode(texts)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        scores = np.empty(len(texts), dtype=np.float32)
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            logits = self.logits(self.pad_batch([ids[i] for i in idx])).astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)  # stable softmax
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+            scores[idx] = probs[:, self.positive_index]
+        return scores
+
+    def result(self, score: float) -> dict[str, Any]:
+        is_legal = bool(score >= self.threshold)
+        return {"label": POSITIVE_LABEL if is_legal else self.labels[1 - self.positive_index],
+                "is_legal": is_legal, "score": float(score), "threshold": self.threshold}
+
+    def predict(self, texts: Union[str, Sequence[str]]) -> Union[dict[str, Any], list[dict[str, Any]]]:
+        """``{"label", "is_legal", "score" (P(legal)), "threshold"}`` for one text, a list for a list."""
+        if isinstance(texts, str):
+            return self.result(float(self.predict_proba([texts])[0]))
+        return [self.result(float(s)) for s in self.predict_proba(list(texts))]
+
+
+# --------------------------------------------------------------------------- batch files
+#: Fields this command adds to each record; an input field of the same name is kept as ``<name>_input``.
+OUTPUT_FIELDS = ("label", "score", "is_legal")
+
+
+def parse_line(raw: bytes, text_field: str) -> tuple[Optional[dict], Optional[str]]:
+    """``(record, None)`` for a usable JSONL line, ``(None, reason)`` otherwise."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    try:
+        record = json.loads(line)
+    except ValueError as exc:
+        return None, f"bad JSON ({exc})"
+    if not isinstance(record, dict):
+        return None, f"expected a JSON object, got {type(record).__name__}"
+    if text_field not in record:
+        return None, f"missing field {text_field!r}"
+    text = record[text_field]
+    if not isinstance(text, str):
+        return None, f"field {text_field!r} is {type(text).__name__}, expected a string"
+    if not text.strip():
+        return None, f"field {text_field!r} is empty"
+    return record, None
+
+
+def with_prediction(record: dict, result: dict[str, Any]) -> dict:
+    """The input record plus ``label``, ``score``, ``is_legal`` (colliding input fields renamed, not lost)."""
+    out = dict(record)
+    for key in OUTPUT_FIELDS:
+        if key in out:
+            out[f"{key}_input"] = out.pop(key)
+    out.update(label=result["label"], score=round(result["score"], 6), is_legal=result["is_legal"])
+    return out
+
+
+def predict_file(predictor: Predictor, input_path: Union[str, os.PathLike[str]],
+                 output_path: Union[str, os.PathLike[str]], errors_path: Union[str, os.PathLike[str]],
+                 text_field: str = "text", chunk_size: int = 1024, progress: Optional[bool] = None,
+                 log: Optional[IO[str]] = None, max_logged_errors: int = 20) -> dict[str, int]:
+    """Classify a JSONL file line by line in chunks; bad lines go to ``errors_path``, none is dropped.
+
+    Memory stays bounded by ``chunk_size`` records whatever the file size; results are
+    written (and flushed) after each chunk, in input order. Each error record is
+    ``{"line": N, "error": reason, "raw": the line as read}``. Blank lines are counted, not errors.
+
+    Returns counts: ``lines``, ``predicted``, ``errors``, ``blank``, ``legal``.
+    """
+    from tqdm import tqdm
+
+    log = log or sys.stderr
+    input_path, output_path, errors_path = Path(input_path), Path(output_path), Path(errors_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"{input_path}: input file not found")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    errors_path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {"lines": 0, "predicted": 0, "errors": 0, "blank": 0, "legal": 0}
+    pending: list[dict] = []
+
+    def flush(out: IO[str]) -> None:
+        if not pending:
+            return
+        scores = predictor.predict_proba([r[text_field] for r in pending])
+        for record, score in zip(pending, scores):
+            result = predictor.result(float(score))
+            counts["legal"] += result["is_legal"]
+            out.write(json.dumps(with_prediction(record, result), ensure_ascii=False) + "\n")
+        counts["predicted"] += len(pending)
+        out.flush()
+        pending.clear()
+
+    with input_path.open("rb") as src, output_path.open("w", encoding="utf-8") as out, \
+            errors_path.open("w", encoding="utf-8") as err, \
+            tqdm(total=input_path.stat().st_size, unit="B", unit_scale=True, desc="predict",
+                 disable=(not progress) if progress is not None else None, file=log) as bar:
+        for number, raw in enumerate(src, start=1):
+            bar.update(len(raw))
+            counts["lines"] = number
+            body = raw.rstrip(b"\r\n")
+            if not body.strip():
+                counts["blank"] += 1
+                continue
+            record, reason = parse_line(body, text_field)
+            if record is None:
+                counts["errors"] += 1
+                if counts["errors"] <= max_logged_errors:
+                    print(f"{input_path}:{number}: {reason}", file=log)
+                err.write(json.dumps({"line": number, "error": reason,
+                                      "raw": body.decode("utf-8", errors="replace")}, ensure_ascii=False) + "\n")
+                err.flush()
+                continue
+            pending.append(record)
+            if len(pending) >= chunk_size:
+                flush(out)
+        flush(out)
+    if counts["errors"] > max_logged_errors:
+        print(f"... {counts['errors'] - max_logged_errors} more bad lines, see {errors_path}", file=log)
+    return counts
+
+
+# --------------------------------------------------------------------------- CLI
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``lawclf predict``: one text (``--text``) or a JSONL file (``--input/--output``).
+
+    Exit codes: 0 all lines classified, 1 some input lines failed (see the error file),
+    2 usage or model-loading error.
+    """
+    parser = argparse.ArgumentParser(
+        prog="lawclf predict", description="Classify texts with the exported ONNX model (no torch needed).",
+        epilog="example: lawclf predict --model runs/sample/onnx --input posts.jsonl --output predictions.jsonl")
+    parser.add_argument("--model", required=True, help="ONNX folder (runs/<name>/onnx) or its run folder")
+    parser.add_argument("--model-file", default=None, help=f"file in the folder (default {INT8_FILE}, else {FP32_FILE})")
+    parser.add_argument("--text", action="append", help="a text to classify (repeatable); prints JSON lines")
+    parser.add_argument("--input", help="JSONL file, one object a line with a text field")
+    parser.add_argument("--output", help="JSONL file to write: every input field + label, score, is_legal")
+    parser.add_argument("--errors", help="JSONL file for bad input lines (default: <output>.errors.jsonl)")
+    parser.add_argument("--text-field", default="text", help="name of the text field (default: text)")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per ONNX Runtime call")
+    parser.add_argument("--chunk-size", type=int, default=1024, help="lines read before each write (memory bound)")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = CPUs available)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if not args.text and not args.input:
+        parser.error("give --text TEXT or --input FILE --output FILE")
+    if args.input and not args.output:
+        parser.error("--input needs --output")
+    try:
+        predictor = Predictor(args.model, model_file=args.model_file, threads=args.threads,
+                              batch_size=args.batch_size)
+    except ModelLoadError as exc:
+        print(f"lawclf predict: {exc}", file=sys.stderr)
+        return 2
+    if args.text:
+        for text, result in zip(args.text, predictor.predict(args.text)):
+            print(json.dumps({"text": text, **result}, ensure_ascii=False))
+    if args.input:
+        output = Path(args.output)
+        errors = Path(args.errors) if args.errors else output.with_name(output.stem + ".errors.jsonl")
+        try:
+            counts = predict_file(predictor, args.input, output, errors, text_field=args.text_field,
+                                  chunk_size=args.chunk_size, progress=False if args.no_progress else None)
+        except FileNotFoundError as exc:
+            print(f"lawclf predict: {exc}", file=sys.stderr)
+            return 2
+        print(f"{counts['predicted']} classified ({counts['legal']} legal) -> {output}; "
+              f"{counts['errors']} bad lines -> {errors}; {counts['blank']} blank lines skipped", file=sys.stderr)
+        return 1 if counts["errors"] else 0
+    return 0
+
+
+__all__ = ["Predictor", "ModelLoadError", "predict_file", "parse_line", "with_prediction", "default_threads",
+           "resolve_model_dir", "INPUT_NAMES", "FP32_FILE", "INT8_FILE", "TOKENIZER_FILE", "cli"]
