@@ -133,6 +133,12 @@ def test_rate_limit_headers_make_us_wait_for_the_reset(fake, clock, engine):
     assert node_requests(fake, "python") == [1, 2]
 
 
+def test_a_lower_advertised_limit_slows_us_down(fake, clock, engine):
+    fake.rate_limit = 60  # the server says 60/hour; our own budget is 3600/hour
+    crawl(engine, client_for(fake, clock), nodes=["python"], max_pages=3, progress=False)
+    assert clock.sleeps[-2:] == pytest.approx([60.0, 60.0])  # one request a minute after the first answer
+
+
 def test_malformed_json_is_retried_then_recorded_and_resumed(fake, clock, engine):
     fake.add_fault("node_name=python&page=2", "malformed", times=3)
     client = client_for(fake, clock, max_retries=2)

@@ -61,7 +61,8 @@ class FakeV2EX:
     token: str = ""
     #: Reset time (epoch seconds, from ``clock``) advertised in X-Rate-Limit-Reset.
     clock: Callable[[], float] = time.time
-    rate_limit: int = 600
+    #: Advertised in X-Rate-Limit-Limit; high by default so demos and tests do not wait.
+    rate_limit: int = 1_000_000
     window_s: float = 3600.0
 
     def __post_init__(self) -> None:

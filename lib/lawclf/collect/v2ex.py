@@ -5,9 +5,9 @@
 * API v2 (personal token, ``Authorization: Bearer …``): ``/api/v2/nodes/{node}/topics?p=…``;
   600 requests an hour.
 
-Politeness: a token bucket spaces requests evenly inside our hourly budget, and the
-server's ``X-Rate-Limit-Remaining`` / ``X-Rate-Limit-Reset`` headers, when present,
-make us wait until the window resets once it is used up. 429, 5xx, network errors and
+Politeness: a token bucket spaces requests evenly inside our hourly budget; when the
+server sends rate-limit headers, a lower ``X-Rate-Limit-Limit`` slows the bucket down and
+``X-Rate-Limit-Remaining: 0`` makes us wait for ``X-Rate-Limit-Reset``. 429, 5xx, network errors and
 malformed JSON are retried with exponential back-off and jitter (``Retry-After`` wins);
 a request that keeps failing raises :class:`FetchError`, which the crawler records in
 the database instead of crashing. Clock, sleep and randomness are injectable so the
@@ -50,6 +50,15 @@ class TokenBucket:
         self.tokens = burst
         self.clock, self.sleep = clock, sleep
         self.last = clock()
+
+    @property
+    def per_hour(self) -> float:
+        return self.rate * 3600.0
+
+    def slow_down_to(self, per_hour: float) -> None:
+        """Lower the rate (never raise it): the server's advertised limit wins over ours."""
+        if 0 < per_hour < self.per_hour:
+            self.rate = per_hour / 3600.0
 
     def acquire(self) -> float:
         """Take one token, sleeping until one is available; returns the seconds slept."""
@@ -118,8 +127,11 @@ class V2EXClient:
         return self.rng.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** attempt))
 
     def _note_rate_headers(self, headers: Any) -> None:
+        limit = headers.get("X-Rate-Limit-Limit")
         remaining, reset = headers.get("X-Rate-Limit-Remaining"), headers.get("X-Rate-Limit-Reset")
         try:
+            if limit is not None:
+                self.bucket.slow_down_to(float(limit))
             if remaining is not None and reset is not None and int(remaining) <= 0:
                 self._blocked_until = float(reset)
         except ValueError:
