@@ -1,0 +1,414 @@
+"""Evaluation stage: judge the trained model honestly (notebook 04, ``lawclf evaluate``).
+
+* The **test split** gives every reported number and chooses nothing.
+* The **validation split** chooses the decision threshold (maximum F1, or the lowest
+  threshold that reaches a target precision); it is stored in the model's
+  ``lawclf_meta.json`` so export, prediction and serving use the same one.
+* Beyond accuracy/precision/recall/F1: ROC-AUC and PR-AUC (threshold-free), a
+  confusion matrix, the PR curve, calibration (reliability curve and ECE), metrics per
+  source, the worst false positives / false negatives, and a probe of short everyday
+  questions ("借钱", "我想咨询下", "怎么办") — the kind the original model got wrong.
+
+Everything lands in ``reports/metrics.json`` (read by later notebooks, the README and
+tests) and a few PNGs beside it. The metric helpers here are torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from lawclf.config import (LABEL_NAMES_ZH, LABELS, EvalConfig, RunPaths, add_config_args, config_from_args,
+                           read_model_meta, to_dict, write_model_meta)
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+PROBES_RESOURCE = "probes.jsonl"
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall, F1, FPR at ``threshold`` plus threshold-free ROC-AUC and PR-AUC.
+
+    A text is called legal when its score is ``>= threshold``. AUCs are NaN when only one
+    class is present (they are undefined then).
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape:
+        raise ValueError(f"labels ({y.shape}) and scores ({s.shape}) differ in shape")
+    pred = (s >= threshold).astype(np.int64)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    both = len(np.unique(y)) == 2
+    return {
+        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "fpr": fp / (fp + tn) if fp + tn else 0.0,
+        "roc_auc": float(roc_auc_score(y, s)) if both else float("nan"),
+        "pr_auc": float(average_precision_score(y, s)) if both else float("nan"),
+        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+        "threshold": float(threshold), "n": int(len(y)),
+    }
+
+
+def choose_threshold(labels: Sequence[int], scores: Sequence[float], strategy: str = "max_f1",
+                     target_precision: float = 0.95) -> dict[str, Any]:
+    """Pick the decision threshold on *validation* scores.
+
+    ``max_f1``: the threshold with the highest F1 (ties: the higher threshold, fewer false alarms).
+    ``target_precision``: the lowest threshold whose precision reaches ``target_precision``
+    (so recall is as high as that precision allows); when no threshold reaches it, falls
+    back to max F1 and says so (``reached: False``).
+
+    Returns ``{"threshold", "strategy", "precision", "recall", "f1", "reached"?}`` on these scores.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.asarray(scores, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        raise ValueError("choose_threshold needs both classes in the validation labels")
+    p, r, t = precision_recall_curve(y, s)
+    p, r = p[:-1], r[:-1]  # the last point (recall 0) has no threshold
+    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
+    best_f1 = int(np.flatnonzero(f1 >= f1.max() - 1e-12)[-1])
+    info: dict[str, Any] = {"strategy": strategy}
+    if strategy == "max_f1":
+        i = best_f1
+    elif strategy == "target_precision":
+        ok = np.flatnonzero(p >= target_precision)
+        info["target_precision"] = target_precision
+        info["reached"] = bool(len(ok))
+        i = int(ok[0]) if len(ok) else best_f1  # thresholds ascend: the first is the lowest
+        if not len(ok):
+            logger.warning("no threshold reaches precision %.3f on validation; using max F1", target_precision)
+    else:
+        raise ValueError(f"threshold_strategy must be 'max_f1' or 'target_precision', got {strategy!r}")
+    info.update(threshold=float(t[i]), precision=float(p[i]), recall=float(r[i]), f1=float(f1[i]))
+    return info
+
+
+def calibration(labels: Sequence[int], scores: Sequence[float], n_bins: int = 10) -> dict[str, Any]:
+    """Reliability table and Expected Calibration Error of P(legal).
+
+    Scores fall in ``n_bins`` equal-width bins over [0, 1]; in each bin compare the mean
+    predicted probability with the observed fraction of legal texts. ECE is the
+    size-weighted mean of |observed - predicted|: 0 means "70 % sure" is right 70 % of the time.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    s = np.asarray(scores, dtype=np.float64)
+    # Bin k holds scores in [k/n, (k+1)/n); a score of exactly 1.0 goes into the last bin.
+    idx = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
+    bins, ece = [], 0.0
+    for k in range(n_bins):
+        mask = idx == k
+        n = int(mask.sum())
+        if not n:
+            continue
+        conf, frac = float(s[mask].mean()), float(y[mask].mean())
+        ece += n / len(s) * abs(frac - conf)
+        bins.append({"lower": k / n_bins, "upper": (k + 1) / n_bins, "n": n,
+                     "mean_score": conf, "fraction_legal": frac})
+    return {"ece": float(ece), "n_bins": n_bins, "bins": bins}
+
+
+def per_source_metrics(rows: Sequence[Mapping], scores: Sequence[float], threshold: float) -> dict[str, dict]:
+    """Metrics per ``source`` value ({} when the data has a single source).
+
+    A source usually holds one class only, so what matters there is its false-positive
+    rate (non-legal sources) or its recall (legal sources); precision and F1 are given
+    only for sources holding both classes, and undefined rates are None.
+    """
+    sources = [str(r.get("source") or "unknown") for r in rows]
+    if len(set(sources)) < 2:
+        return {}
+    out = {}
+    for src in sorted(set(sources)):
+        idx = [i for i, x in enumerate(sources) if x == src]
+        m = binary_metrics([rows[i]["label"] for i in idx], [scores[i] for i in idx], threshold)
+        positives, negatives = m["tp"] + m["fn"], m["fp"] + m["tn"]
+        out[src] = {
+            "n": m["n"], "positives": positives, "accuracy": m["accuracy"],
+            "recall": m["recall"] if positives else None, "fpr": m["fpr"] if negatives else None,
+            "false_positives": m["fp"], "false_negatives": m["fn"],
+        }
+        if positives and negatives:
+            out[src].update(precision=m["precision"], f1=m["f1"])
+    return out
+
+
+def worst_errors(rows: Sequence[Mapping], scores: Sequence[float], threshold: float, n: int = 20) -> dict[str, list]:
+    """The most confident mistakes: false positives by highest score, false negatives by lowest."""
+    s = np.asarray(scores, dtype=np.float64)
+    fp = [i for i, r in enumerate(rows) if int(r["label"]) == 0 and s[i] >= threshold]
+    fn = [i for i, r in enumerate(rows) if int(r["label"]) == 1 and s[i] < threshold]
+
+    def table(ids: list[int]) -> list[dict]:
+        return [{"id": rows[i].get("id"), "text": rows[i]["text"], "label": int(rows[i]["label"]),
+                 "source": rows[i].get("source"), "score": float(s[i])} for i in ids[:n]]
+
+    return {"false_positives": table(sorted(fp, key=lambda i: -s[i])),
+            "false_negatives": table(sorted(fn, key=lambda i: s[i]))}
+
+
+def load_probes(path: Optional[str | os.PathLike[str]] = None) -> list[dict]:
+    """The probe questions (``{"text", "label", "kind"}`` per line); [] when the file is absent."""
+    if path:
+        source = Path(path)
+        if not source.exists():
+            raise FileNotFoundError(f"probe file {source} not found")
+        text = source.read_text(encoding="utf-8")
+    else:
+        res = resources.files("lawclf").joinpath("resources", PROBES_RESOURCE)
+        if not res.is_file():
+            return []
+        text = res.read_text(encoding="utf-8")
+        source = Path(str(res))
+    probes = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            probes.append({"text": str(row["text"]), "label": int(row["label"]), "kind": str(row.get("kind", ""))})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{source}:{lineno}: bad probe line ({exc}): {line[:80]!r}") from exc
+    return probes
+
+
+def probe_report(probes: Sequence[Mapping], scores: Sequence[float], threshold: float) -> dict[str, Any]:
+    """Each probe with its score and whether the model gets it right; accuracy overall and per kind."""
+    items = []
+    for p, score in zip(probes, scores):
+        pred = int(score >= threshold)
+        items.append({**p, "score": float(score), "predicted": pred, "correct": pred == int(p["label"])})
+    kinds: dict[str, list[bool]] = {}
+    for it in items:
+        kinds.setdefault(it["kind"] or "-", []).append(it["correct"])
+    return {
+        "n": len(items),
+        "accuracy": float(np.mean([it["correct"] for it in items])) if items else float("nan"),
+        "per_kind": {k: {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(kinds.items())},
+        "items": items,
+    }
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _setup_fonts() -> bool:
+    """Chinese labels when a CJK font exists (lawclf.fonts), else English. Returns True for Chinese."""
+    try:
+        from lawclf.fonts import setup_matplotlib
+
+        setup_matplotlib()
+        return True
+    except Exception:  # no font, or the fonts module is absent: English labels still work
+        return False
+
+
+def plot_confusion(m: Mapping[str, Any], out: Path, chinese: bool) -> Path:
+    import matplotlib.pyplot as plt
+
+    names = list(LABEL_NAMES_ZH) if chinese else list(LABELS)
+    cm = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black", fontsize=13)
+    ax.set_xticks([0, 1], names), ax.set_yticks([0, 1], names)
+    ax.set_xlabel("预测" if chinese else "predicted"), ax.set_ylabel("真实" if chinese else "true")
+    ax.set_title(f"threshold {m['threshold']:.3f}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_pr_curve(labels, scores, threshold: float, out: Path, chinese: bool) -> Path:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    p, r, _ = precision_recall_curve(labels, scores)
+    m = binary_metrics(labels, scores, threshold)
+    fig, ax = plt.subplots(figsize=(4.8, 4))
+    ax.plot(r, p, label=f"PR-AUC {average_precision_score(labels, scores):.3f}")
+    ax.scatter([m["recall"]], [m["precision"]], color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("召回率 recall" if chinese else "recall"), ax.set_ylabel("精确率 precision" if chinese else "precision")
+    ax.set_xlim(0, 1.02), ax.set_ylim(0, 1.02), ax.grid(alpha=0.3), ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_reliability(cal: Mapping[str, Any], out: Path, chinese: bool) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    xs = [b["mean_score"] for b in cal["bins"]]
+    ys = [b["fraction_legal"] for b in cal["bins"]]
+    ax.plot(xs, ys, "o-", label=f"model (ECE {cal['ece']:.3f})")
+    for b in cal["bins"]:
+        ax.annotate(str(b["n"]), (b["mean_score"], b["fraction_legal"]), fontsize=7, xytext=(3, -9),
+                    textcoords="offset points")
+    ax.set_xlabel("预测的 P(法律)" if chinese else "predicted P(legal)")
+    ax.set_ylabel("实际法律占比" if chinese else "observed fraction legal")
+    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.grid(alpha=0.3), ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_score_hist(labels, scores, threshold: float, out: Path, chinese: bool) -> Path:
+    import matplotlib.pyplot as plt
+
+    y, s = np.asarray(labels), np.asarray(scores)
+    names = LABEL_NAMES_ZH if chinese else LABELS
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    bins = np.linspace(0, 1, 26)
+    for cls in (0, 1):
+        ax.hist(s[y == cls], bins=bins, alpha=0.6, label=names[cls])
+    ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("P(legal)"), ax.set_ylabel("count"), ax.set_yscale("log"), ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _jsonable(obj: Any) -> Any:
+    """NaN → None so metrics.json stays strict JSON."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    return obj
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Score validation (threshold) and test (every reported number); write metrics.json and plots."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import torch
+
+    from lawclf.data import load_split
+    from lawclf.modeling import load_pretrained
+    from lawclf.train import predict_proba
+
+    paths = RunPaths(cfg.run_dir)
+    if not (paths.model / "config.json").exists():
+        raise FileNotFoundError(f"{paths.model} holds no trained model: run training first "
+                                "(notebook 03 or `lawclf train`)")
+    meta = read_model_meta(paths.model)
+    max_len = int(meta.get("max_len") or 128)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer, model = load_pretrained(str(paths.model))
+    model.to(device).eval()
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        return predict_proba(model, tokenizer, texts, batch_size=cfg.batch_size, max_len=max_len, device=device)
+
+    val_rows, test_rows = load_split(cfg.run_dir, "validation"), load_split(cfg.run_dir, "test")
+    val_y = [int(r["label"]) for r in val_rows]
+    val_s = score([r["text"] for r in val_rows])
+    chosen = choose_threshold(val_y, val_s, cfg.threshold_strategy, cfg.target_precision)
+    threshold = chosen["threshold"]
+
+    test_y = np.array([int(r["label"]) for r in test_rows])
+    test_s = score([r["text"] for r in test_rows])
+    test = binary_metrics(test_y, test_s, threshold)
+    cal = calibration(test_y, test_s, cfg.calibration_bins)
+    probes = load_probes(cfg.probes_path or None)
+    probe = probe_report(probes, score([p["text"] for p in probes]), threshold) if probes else None
+
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    chinese = _setup_fonts()
+    plots = {
+        "confusion_matrix": plot_confusion(test, paths.reports / "confusion_matrix.png", chinese),
+        "pr_curve": plot_pr_curve(test_y, test_s, threshold, paths.reports / "pr_curve.png", chinese),
+        "reliability": plot_reliability(cal, paths.reports / "reliability.png", chinese),
+        "score_histogram": plot_score_hist(test_y, test_s, threshold, paths.reports / "score_histogram.png", chinese),
+    }
+
+    headline = {k: test[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")}
+    results = {
+        **headline,
+        "split": "test",
+        "n_test": len(test_rows),
+        "n_validation": len(val_rows),
+        "threshold": threshold,
+        "threshold_choice": {**chosen, "chosen_on": "validation"},
+        "test": test,
+        "test_at_0_5": binary_metrics(test_y, test_s, 0.5),
+        "validation": binary_metrics(val_y, val_s, threshold),
+        "confusion_matrix": [[test["tn"], test["fp"]], [test["fn"], test["tp"]]],
+        "calibration": cal,
+        "per_source": per_source_metrics(test_rows, test_s, threshold),
+        "errors": worst_errors(test_rows, test_s, threshold, cfg.n_errors),
+        "probes": probe,
+        "plots": {k: str(v) for k, v in plots.items()},
+        "model_dir": str(paths.model),
+        "model_name": meta.get("model_name"),
+        "max_len": max_len,
+        "eval_config": to_dict(cfg),
+    }
+    results = _jsonable(results)
+    (paths.reports / METRICS_FILE).write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    write_model_meta(paths.model, threshold=threshold, threshold_choice=results["threshold_choice"],
+                     test_metrics=_jsonable(headline))
+    return results
+
+
+def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``reports/metrics.json`` written by :func:`evaluate`."""
+    return json.loads((RunPaths(run_dir).reports / METRICS_FILE).read_text(encoding="utf-8"))
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``lawclf evaluate``: the same parameters as notebook 04."""
+    parser = argparse.ArgumentParser(prog="lawclf evaluate",
+                                     description="Evaluate on the test split; choose the threshold on validation.")
+    add_config_args(parser, EvalConfig)
+    cfg = config_from_args(EvalConfig, parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    results = evaluate(cfg)
+    keys = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "threshold")
+    print(json.dumps({k: results[k] for k in keys}, indent=2))
+    print(f"wrote {RunPaths(cfg.run_dir).reports / METRICS_FILE}")
+    return 0
+
+
+__all__ = [
+    "binary_metrics", "choose_threshold", "calibration", "per_source_metrics", "worst_errors", "load_probes",
+    "probe_report", "evaluate", "read_metrics", "cli",
+]
