@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from lawclf.collect import split_list
 from lawclf.collect.fake_v2ex import FakeClock
@@ -71,3 +72,21 @@ def test_retry_after_seconds_http_date_and_reset_header():
     assert client._retry_after({"Retry-After": "Tue, 14 Nov 2023 22:14:20 GMT"}) == pytest.approx(1_700_000_060 - 1_700_000_000)
     assert client._retry_after({"X-Rate-Limit-Reset": str(1_700_000_045)}) == pytest.approx(45)
     assert client._retry_after({}) is None
+
+
+
+_MARKUP = st.sampled_from(["<p>", "</p>", "<br/>", "**", "`", "# ", "\n> ", "\n- ", "[链接](http://x.y/z)",
+                           "&amp;", "\n```\ncode\n```\n", " ", "\t", "\n\n"])
+_HAN = st.text(alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x4E80), min_size=1, max_size=8)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_MARKUP, _HAN), max_size=20), _HAN)
+def test_clean_text_is_one_trimmed_line_without_markup(parts, title):
+    out = clean_text(title, "".join(parts))
+    assert out.startswith(title)
+    assert "\n" not in out and "\t" not in out and "  " not in out and out == out.strip()
+    assert not any(m in out for m in ("<p>", "<br", "**", "`", "](", "&amp;", "code"))
+    # Every Chinese character of the input survives: only markup and code are removed.
+    han = "".join(p for p in parts if all(0x4E00 <= ord(c) <= 0x4E80 for c in p))
+    assert all(ch in out for ch in han)

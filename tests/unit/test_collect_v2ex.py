@@ -80,6 +80,15 @@ def test_v1_crawl_feeds_and_nodes_dedupes_by_topic_id(fake, clock, engine):
     assert sorted(stored_ids(engine)) == sorted(ids)
 
 
+def test_an_endpoint_that_ignores_page_is_not_crawled_forever(fake, clock, engine):
+    fake.v1_pagination = False
+    crawl(engine, client_for(fake, clock), nodes=["python"], max_pages=50, progress=False)
+    assert node_requests(fake, "python") == [1, 2]  # page 2 == page 1: stop
+    assert set(stored_ids(engine)) == {str(t["id"]) for t in NODES["python"][:10]}
+    with engine.connect() as conn:
+        assert store.get_state(conn, "v1:node:python")["done"]
+
+
 def test_v2_with_token_uses_pagination_and_bearer(fake, clock, engine):
     client = client_for(fake, clock, token="secret-token")
     summary = crawl(engine, client, nodes=["python"], max_pages=10, progress=False)

@@ -64,6 +64,8 @@ class FakeV2EX:
     #: Advertised in X-Rate-Limit-Limit; high by default so demos and tests do not wait.
     rate_limit: int = 1_000_000
     window_s: float = 3600.0
+    #: False: v1 show.json ignores ``page`` and always returns the first page.
+    v1_pagination: bool = True
 
     def __post_init__(self) -> None:
         self.faults: list[Fault] = []
@@ -187,7 +189,7 @@ class FakeV2EX:
             node = query.get("node_name", "")
             if node not in self.nodes:
                 return 404, {"status": "error", "message": f"node {node!r} not found"}
-            return 200, self._page(self.nodes[node], page)
+            return 200, self._page(self.nodes[node], page if self.v1_pagination else 1)
         if path.startswith("/api/v2/nodes/") and path.endswith("/topics"):
             if not self.token or auth != f"Bearer {self.token}":
                 return 401, {"success": False, "message": "Invalid token"}

@@ -276,16 +276,22 @@ def crawl(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: 
     for node, state in plan.items():
         task = _task(client, node)
         page, fetched, done = state["next_page"], state["pages_fetched"], state["done"]
+        previous_ids: Optional[list] = None
         while not done and page <= max_pages:
             try:
                 topics, pages = client.node_page(node, page)
             except FetchError as exc:
                 fail(task, page, exc)
                 break
-            # An empty page, or the last page the API announced, ends the node for good.
-            done = not topics or (pages is not None and page >= pages)
+            # An empty page, or the last page the API announced, ends the node for good. So does a
+            # page identical to the previous one: the endpoint ignored `page`, more requests would
+            # only fetch the same topics again.
+            ids = [t["id"] for t in topics]
+            done = not topics or (pages is not None and page >= pages) or ids == previous_ids
+            if ids == previous_ids:
+                bar.write(f"[collect] {task}: page {page} repeats page {page - 1}; the API does not paginate here")
             save(task, topics, node, (page + 1, done, fetched + 1), page)
-            page, fetched = page + 1, fetched + 1
+            page, fetched, previous_ids = page + 1, fetched + 1, ids
     bar.close()
     summary.update(requests=client.stats.requests, retries=client.stats.retries, slept_s=round(client.stats.slept_s, 1))
     return summary
