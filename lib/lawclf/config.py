@@ -277,6 +277,8 @@ class CollectConfig:
     qa_body_fields: str = "question,content"
     #: Column holding a stable id; when absent the id is a hash of the text (re-imports stay idempotent).
     qa_id_field: str = "id"
+    #: Optional category column, kept in the ``node`` column (empty = none).
+    qa_node_field: str = "category"
     qa_source: str = "qa"
     qa_label: int = 1
     #: False: the first bad line stops with file:line. True: bad lines are counted and reported.

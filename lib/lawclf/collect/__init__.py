@@ -67,7 +67,8 @@ def import_qa_dump(cfg: CollectConfig) -> dict[str, Any]:
     try:
         return qa.import_qa(engine, cfg.qa_path, title_field=cfg.qa_title_field,
                             body_fields=split_list(cfg.qa_body_fields), id_field=cfg.qa_id_field,
-                            source=cfg.qa_source, label=cfg.qa_label, lenient=cfg.lenient)
+                            source=cfg.qa_source, label=cfg.qa_label, lenient=cfg.lenient,
+                            node_field=cfg.qa_node_field)
     finally:
         engine.dispose()
 

@@ -61,7 +61,7 @@ def _text(value: Any) -> str:
 def read_qa(path: str | os.PathLike[str], title_field: str = "title",
             body_fields: Sequence[str] = ("question", "content"), id_field: str = "id",
             source: str = "qa", label: int = 1, lenient: bool = False,
-            rejected: Optional[list[str]] = None) -> Iterator[dict[str, Any]]:
+            rejected: Optional[list[str]] = None, node_field: str = "category") -> Iterator[dict[str, Any]]:
     """Post rows from a Q&A dump. Bad lines raise :class:`QAInputError` (or go to ``rejected``)."""
     path = Path(path)
     if not path.exists():
@@ -89,7 +89,7 @@ def read_qa(path: str | os.PathLike[str], title_field: str = "title",
             ext = _text(record.get(id_field)) if id_field else ""
             if not ext:
                 ext = "sha1:" + hashlib.sha1(f"{title}\n{body}".encode("utf-8")).hexdigest()[:20]
-            node = _text(record.get("category")) or None
+            node = (_text(record.get(node_field)) if node_field else "") or None
             yield {"source": source, "external_id": ext, "title": title, "body": body, "node": node,
                    "created": None, "label": label}
         except QAInputError as exc:
@@ -101,10 +101,11 @@ def read_qa(path: str | os.PathLike[str], title_field: str = "title",
 
 def import_qa(engine: Engine, path: str | os.PathLike[str], title_field: str = "title",
               body_fields: Sequence[str] = ("question", "content"), id_field: str = "id",
-              source: str = "qa", label: int = 1, lenient: bool = False) -> dict[str, Any]:
+              source: str = "qa", label: int = 1, lenient: bool = False,
+              node_field: str = "category") -> dict[str, Any]:
     """Upsert a Q&A dump into the database in batches; returns counts and rejected lines."""
     rejected: list[str] = []
-    rows = read_qa(path, title_field, body_fields, id_field, source, label, lenient, rejected)
+    rows = read_qa(path, title_field, body_fields, id_field, source, label, lenient, rejected, node_field)
     total = {"read": 0, "new": 0, "updated": 0}
     batch: list[dict[str, Any]] = []
 
