@@ -72,6 +72,7 @@ def test_retry_after_seconds_http_date_and_reset_header():
     assert client._retry_after({"Retry-After": "Tue, 14 Nov 2023 22:14:20 GMT"}) == pytest.approx(1_700_000_060 - 1_700_000_000)
     assert client._retry_after({"X-Rate-Limit-Reset": str(1_700_000_045)}) == pytest.approx(45)
     assert client._retry_after({}) is None
+    assert client._retry_after({"Retry-After": "soon"}) is None  # unreadable: our own back-off applies
 
 
 

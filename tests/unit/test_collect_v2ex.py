@@ -89,6 +89,12 @@ def test_an_endpoint_that_ignores_page_is_not_crawled_forever(fake, clock, engin
         assert store.get_state(conn, "v1:node:python")["done"]
 
 
+def test_unknown_feed_fails_before_any_request(fake, clock, engine):
+    with pytest.raises(ValueError, match="unknown feed"):
+        crawl(engine, client_for(fake, clock), nodes=["python"], feeds=["latest", "newest"], progress=False)
+    assert fake.requests == []
+
+
 def test_v2_with_token_uses_pagination_and_bearer(fake, clock, engine):
     client = client_for(fake, clock, token="secret-token")
     summary = crawl(engine, client, nodes=["python"], max_pages=10, progress=False)

@@ -31,6 +31,7 @@ from lawclf.collect import store
 V1_PER_HOUR = 120
 V2_PER_HOUR = 600
 SOURCE = "v2ex"
+FEEDS = ("latest", "hot")
 NONLEGAL = 0
 
 
@@ -148,8 +149,11 @@ class V2EXClient:
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
-            return max(0.0, parsed.timestamp() - self.clock()) if parsed else None
+            pass
+        try:  # the other form Retry-After may take: an HTTP date
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - self.clock())
+        except (TypeError, ValueError):
+            return None  # unreadable: fall back to our own back-off
 
     def get_json(self, path: str, params: Optional[dict[str, Any]] = None) -> Any:
         """GET ``base_url + path`` and decode JSON, retrying transient failures."""
@@ -187,8 +191,8 @@ class V2EXClient:
     # ------------------------------------------------------------------ endpoints
     def feed(self, name: str) -> list[dict[str, Any]]:
         """v1 ``latest`` or ``hot`` topics (one page, no pagination)."""
-        if name not in ("latest", "hot"):
-            raise ValueError(f"unknown feed {name!r}; expected 'latest' or 'hot'")
+        if name not in FEEDS:
+            raise ValueError(f"unknown feed {name!r}; expected one of {FEEDS}")
         return _topic_list(self.get_json(f"/api/topics/{name}.json"), f"feed {name}")
 
     def node_page(self, node: str, page: int) -> tuple[list[dict[str, Any]], Optional[int]]:
@@ -243,6 +247,9 @@ def crawl(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: 
         from tqdm import tqdm
 
     nodes, feeds = [n for n in nodes if n], [f for f in feeds if f]
+    unknown = [f for f in feeds if f not in FEEDS]
+    if unknown:  # before any request: a typo should not cost a crawl
+        raise ValueError(f"unknown feed(s) {unknown}; expected some of {FEEDS}")
     summary: dict[str, Any] = {"api": client.api_version, "pages": 0, "topics": 0, "new": 0, "failures": []}
     with engine.connect() as conn:
         plan = {n: store.get_state(conn, _task(client, n)) for n in nodes}
