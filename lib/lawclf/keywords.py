@@ -175,6 +175,9 @@ def keyword_bias_table(docs: Sequence[Sequence[str]], labels: Sequence[int], min
     if len(docs) != len(labels):
         raise ValueError(f"{len(docs)} documents but {len(labels)} labels")
     tok = {lab: count_words(d for d, y in zip(docs, labels) if y == lab) for lab in (0, 1)}
+    for lab in (0, 1):
+        if not tok[lab][0]:
+            raise ValueError(f"no words in texts with label {lab} ({LABELS[lab]}): both classes are needed")
     scores = log_odds_dirichlet(tok[1][0], tok[0][0], prior_scale=prior_scale)
     rows = []
     for word, (delta, z) in scores.items():
@@ -187,7 +190,9 @@ def keyword_bias_table(docs: Sequence[Sequence[str]], labels: Sequence[int], min
                      "lean": LABELS[1] if z > 0 else LABELS[0]})
     columns = ["word", "count_legal", "count_non_legal", "docs_legal", "docs_non_legal", "p_legal",
                "log_odds", "z", "lean"]
-    table = pd.DataFrame(rows, columns=columns)
+    dtypes = {"count_legal": int, "count_non_legal": int, "docs_legal": int, "docs_non_legal": int,
+              "p_legal": float, "log_odds": float, "z": float}
+    table = pd.DataFrame(rows, columns=columns).astype(dtypes)  # typed even when empty
     return table.sort_values(["z", "word"], ascending=[False, True], ignore_index=True)
 
 
@@ -353,6 +358,9 @@ def analyse(cfg: KeywordConfig) -> dict:
         raise ValueError(f"{paths.split_file('train')}: needs texts of both labels 0 and 1, found {sorted(set(labels))}")
 
     table = keyword_bias_table(docs, labels, min_count=cfg.min_count, prior_scale=cfg.prior_scale)
+    if table.empty:
+        raise ValueError(f"{paths.split_file('train')}: no word occurs at least min_count={cfg.min_count} times; "
+                         "lower min_count (MIN_COUNT / --min-count)")
     table.to_csv(out_dir / FILES["bias_table"], index=False, encoding="utf-8")
 
     per_class = {}

@@ -226,6 +226,28 @@ def test_analyse_fails_before_writing_when_the_font_is_wrong(tmp_path):
     assert not RunPaths(run).keywords.exists()
 
 
+def test_bias_table_is_typed_even_when_empty():
+    table = keyword_bias_table([["借钱"], ["电脑"]], [1, 0], min_count=5)
+    assert table.empty and table["z"].dtype == float
+    with pytest.raises(ValueError, match="label 0"):
+        keyword_bias_table([["借钱"]], [1])
+
+
+def test_analyse_with_too_high_min_count_says_what_to_change(cjk_font, tmp_path):
+    run = write_splits(tmp_path / "run")
+    with pytest.raises(ValueError, match="min_count=1000"):
+        keywords.analyse(KeywordConfig(run_dir=str(run), min_count=1000))
+
+
+def test_analyse_needs_both_labels(cjk_font, tmp_path):
+    run = write_splits(tmp_path / "run")
+    train = RunPaths(run).split_file("train")
+    rows = [line for line in train.read_text(encoding="utf-8").splitlines() if '"label": 1' in line]
+    train.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="both labels"):
+        keywords.analyse(KeywordConfig(run_dir=str(run)))
+
+
 def test_analyse_without_splits_says_which_file_is_missing(cjk_font, tmp_path):
     with pytest.raises(FileNotFoundError, match="train.jsonl"):
         keywords.analyse(KeywordConfig(run_dir=str(tmp_path / "empty")))
