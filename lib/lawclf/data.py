@@ -1,24 +1,61 @@
 """Data stage: load, validate, normalise, de-duplicate and split (notebook 01, ``lawclf prepare``).
 
-Split files are JSONL, one object a line: ``{"id", "text", "label", "source"}`` with
-``label`` 0 (non-legal) or 1 (legal consultation). Every later stage reads them
-through :func:`load_split`.
+Input, either
+  * the two-file layout: ``legal.jsonl`` (label 1) and ``nonlegal.jsonl`` (label 0), one JSON
+    object a line with the text under ``text_field`` (a ``label`` there is optional and must
+    agree with the file), or
+  * one labelled file: JSONL, or CSV with a header row (label values 0/1, legal/non_legal,
+    法律/非法律).
+No path at all = the embedded sample (``data/sample``).
+
+Output (``<run_dir>/splits/``): ``train/validation/test.jsonl`` with rows
+``{"id", "text", "label", "source"}`` (label 0 = non-legal, 1 = legal consultation),
+``summary.json``, ``rejected.jsonl`` (bad lines, lenient mode), ``dropped.jsonl`` (length
+filter, duplicates), ``conflicts.jsonl`` (texts seen under both labels) and two plots.
+Every later stage reads the splits through :func:`load_split`.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
+import hashlib
 import json
 import os
+import random
 import re
+import sys
+import time
 import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
 
-from lawclf.config import RunPaths
+from lawclf.config import LABEL_NAMES_ZH, LABELS, SAMPLE_DATA_DIR, DataConfig, RunPaths, add_config_args, \
+    config_from_args, to_dict
 
 SPLITS = ("train", "validation", "test")
+LEGAL_FILE, NONLEGAL_FILE = "legal.jsonl", "nonlegal.jsonl"
+#: summary.json lists this many sources by name; the rest are summed.
+MAX_SOURCES_LISTED = 30
+
+#: Accepted spellings of the two labels (compared after strip + lower-case).
+LABEL_VALUES: dict[str, int] = {
+    "0": 0, "non_legal": 0, "nonlegal": 0, "non-legal": 0, "not_legal": 0, "非法律": 0, "其他": 0,
+    "1": 1, "legal": 1, "法律": 1, "法律咨询": 1,
+}
 
 _WHITESPACE = re.compile(r"\s+")
+# Everything that is not a letter or digit: spaces, punctuation, symbols, underscore.
+_NOT_WORD = re.compile(r"[\W_]+")
 
+
+class DataError(ValueError):
+    """Bad input data; the message starts with ``path:line:`` so an editor can jump there."""
+
+
+# --------------------------------------------------------------------------- text helpers
 
 def normalise_text(text: str) -> str:
     """Unicode NFKC (full-width -> half-width, compatibility forms), collapse whitespace, strip."""
@@ -26,10 +63,446 @@ def normalise_text(text: str) -> str:
 
 
 def dedup_key(text: str) -> str:
-    """Key under which two texts count as the same post: normalised, case-folded, and with
+    """Key under which two texts count as the same post: NFKC, case-folded, and with
     spaces, punctuation and symbols removed ("借钱不还！" == "借钱 不还")."""
-    norm = unicodedata.normalize("NFKC", text).casefold()
-    return "".join(ch for ch in norm if unicodedata.category(ch)[0] not in "PSZC")
+    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+def parse_label(value: Any) -> Optional[int]:
+    """0 or 1 for an accepted label value (0/1, "0"/"1", legal/non_legal, 法律/非法律), else None."""
+    if isinstance(value, bool):  # True/False would pass as 1/0 below; refuse the ambiguity
+        return None
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str):
+        return LABEL_VALUES.get(value.strip().lower())
+    return None
+
+
+# --------------------------------------------------------------------------- loading
+
+@dataclass
+class Record:
+    """One input row after validation (text not yet normalised)."""
+
+    text: str
+    label: int
+    source: str
+    file: str
+    line: int
+
+
+@dataclass
+class InputFile:
+    """One file to read: its format and, in the two-file layout, the label it implies."""
+
+    path: Path
+    fmt: str  # "jsonl" or "csv"
+    file_label: Optional[int] = None  # None: every row carries its own label
+
+
+class _Rejects:
+    """Bad lines: raise at the first one (strict) or keep them with their reason (lenient)."""
+
+    def __init__(self, lenient: bool):
+        self.lenient = lenient
+        self.rows: list[dict] = []
+        self.by_reason: Counter[str] = Counter()
+
+    def add(self, path: Path, line: int, reason: str, message: str, raw: str) -> None:
+        if not self.lenient:
+            raise DataError(f"{path}:{line}: {message}")
+        self.by_reason[reason] += 1
+        self.rows.append({"file": str(path), "line": line, "reason": reason, "message": message, "raw": raw})
+
+
+def resolve_inputs(cfg: DataConfig) -> list[InputFile]:
+    """Which files ``cfg`` points at: labelled file, explicit pair, data_dir, or the embedded sample."""
+    if cfg.labelled_path:
+        if cfg.legal_path or cfg.nonlegal_path:
+            raise DataError("give either labelled_path or legal_path/nonlegal_path, not both")
+        path = Path(cfg.labelled_path)
+        fmt = "csv" if path.suffix.lower() in {".csv", ".tsv"} else "jsonl"
+        return [InputFile(_existing(path), fmt)]
+    if cfg.legal_path or cfg.nonlegal_path:
+        if not (cfg.legal_path and cfg.nonlegal_path):
+            raise DataError("the two-file layout needs both legal_path and nonlegal_path")
+        legal, nonlegal = Path(cfg.legal_path), Path(cfg.nonlegal_path)
+    else:
+        folder = Path(cfg.data_dir) if cfg.data_dir else SAMPLE_DATA_DIR
+        legal, nonlegal = folder / LEGAL_FILE, folder / NONLEGAL_FILE
+    return [InputFile(_existing(legal), "jsonl", 1), InputFile(_existing(nonlegal), "jsonl", 0)]
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return path
+
+
+def _label_of(raw_label: Any, file_label: Optional[int], label_field: str) -> tuple[Optional[int], str, str]:
+    """(label, reason, message); label None means reject with reason/message."""
+    if file_label is None:
+        if raw_label is None:
+            return None, "missing_label", f"missing label field {label_field!r}"
+        label = parse_label(raw_label)
+        if label is None:
+            return None, "unknown_label", (f"unknown label {raw_label!r} (expected 0/1, legal/non_legal "
+                                           f"or 法律/非法律)")
+        return label, "", ""
+    if raw_label is None:  # optional in the two-file layout: the file says which class
+        return file_label, "", ""
+    label = parse_label(raw_label)
+    if label is None:
+        return None, "unknown_label", f"unknown label {raw_label!r} (expected 0/1, legal/non_legal or 法律/非法律)"
+    if label != file_label:
+        return None, "label_mismatch", (f"label {raw_label!r} disagrees with the file, which holds "
+                                        f"{LABELS[file_label]} texts (label {file_label})")
+    return label, "", ""
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, str, Any, str]]:
+    """(line number, raw line, parsed object or None, JSON error message)."""
+    with path.open(encoding="utf-8-sig") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            raw = raw.rstrip("\r\n")
+            if not raw.strip():
+                yield lineno, raw, None, ""
+                continue
+            try:
+                yield lineno, raw, json.loads(raw), ""
+            except json.JSONDecodeError as exc:
+                yield lineno, raw, None, f"bad JSON ({exc.msg} at column {exc.colno})"
+
+
+def read_file(inp: InputFile, cfg: DataConfig, rejects: _Rejects, blank: Counter[str]) -> list[Record]:
+    """Validated records of one input file; bad lines go to ``rejects``, blank lines are counted."""
+    if inp.fmt == "csv":
+        return _read_csv(inp, cfg, rejects, blank)
+    records = []
+    for lineno, raw, obj, err in _iter_jsonl(inp.path):
+        if err:
+            rejects.add(inp.path, lineno, "bad_json", err, raw)
+            continue
+        if obj is None:
+            blank[str(inp.path)] += 1
+            continue
+        if not isinstance(obj, dict):
+            rejects.add(inp.path, lineno, "not_object", f"expected a JSON object, got {type(obj).__name__}", raw)
+            continue
+        record = _record(obj, inp, cfg, rejects, lineno, raw)
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def _read_csv(inp: InputFile, cfg: DataConfig, rejects: _Rejects, blank: Counter[str]) -> list[Record]:
+    delimiter = "\t" if inp.path.suffix.lower() == ".tsv" else ","
+    records = []
+    with inp.path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        columns = reader.fieldnames or []
+        needed = [cfg.text_field] + ([cfg.label_field] if inp.file_label is None else [])
+        missing = [c for c in needed if c not in columns]
+        if missing:  # a file-level problem: no row could be read, lenient or not
+            raise DataError(f"{inp.path}:1: missing column {missing[0]!r} (columns: {', '.join(columns) or 'none'})")
+        for row in reader:
+            # line_num is where the record ends; a quoted field may span several lines.
+            start = reader.line_num - sum(v.count("\n") for v in row.values() if isinstance(v, str))
+            raw = ",".join("" if v is None else str(v) for v in row.values())
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+                blank[str(inp.path)] += 1
+                continue
+            # DictReader fills missing cells with None; an empty cell is "".
+            record = _record(row, inp, cfg, rejects, start, raw)
+            if record is not None:
+                records.append(record)
+    return records
+
+
+def _record(obj: dict, inp: InputFile, cfg: DataConfig, rejects: _Rejects, lineno: int, raw: str) -> Optional[Record]:
+    if cfg.text_field not in obj or obj[cfg.text_field] is None:
+        keys = ", ".join(map(str, obj.keys())) or "none"
+        rejects.add(inp.path, lineno, "missing_text", f"missing text field {cfg.text_field!r} (fields: {keys})", raw)
+        return None
+    text = obj[cfg.text_field]
+    if not isinstance(text, str):
+        rejects.add(inp.path, lineno, "non_string_text",
+                    f"text field {cfg.text_field!r} is {type(text).__name__}, not a string", raw)
+        return None
+    raw_label = obj.get(cfg.label_field)
+    if isinstance(raw_label, str) and not raw_label.strip() and inp.file_label is not None:
+        raw_label = None  # an empty CSV cell in the two-file layout = no label given
+    label, reason, message = _label_of(raw_label, inp.file_label, cfg.label_field)
+    if label is None:
+        rejects.add(inp.path, lineno, reason, message, raw)
+        return None
+    source = obj.get(cfg.source_field)
+    if not isinstance(source, str) or not source.strip():
+        source = inp.path.name
+    return Record(text=text, label=label, source=source, file=str(inp.path), line=lineno)
+
+
+# --------------------------------------------------------------------------- cleaning
+
+def clean(records: list[Record], min_chars: int, max_chars: int) -> tuple[list[Record], list[dict], list[dict], Counter[str]]:
+    """Normalise, length-filter and de-duplicate.
+
+    Returns (kept records, dropped rows, conflict rows, counts). Within a group of texts with
+    the same :func:`dedup_key` the first occurrence is kept; a group seen under both labels
+    is a conflict and is excluded entirely (we cannot know which label is right).
+    """
+    counts: Counter[str] = Counter()
+    dropped: list[dict] = []
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for rec in records:
+        rec.text = normalise_text(rec.text)
+        n = len(rec.text)
+        if n < min_chars or (max_chars and n > max_chars):
+            reason = "too_short" if n < min_chars else "too_long"
+            counts[reason] += 1
+            dropped.append({**_where(rec), "reason": reason, "chars": n, "text": rec.text, "label": rec.label})
+            continue
+        groups[dedup_key(rec.text)].append(rec)
+
+    kept: list[Record] = []
+    conflicts: list[dict] = []
+    for key, group in groups.items():
+        if len({r.label for r in group}) > 1:
+            counts["conflict_texts"] += 1
+            counts["conflict_rows"] += len(group)
+            conflicts.extend({**_where(r), "key": key, "text": r.text, "label": r.label, "source": r.source}
+                             for r in group)
+            continue
+        first = group[0]
+        kept.append(first)
+        for dup in group[1:]:
+            reason = "exact_duplicate" if dup.text == first.text else "near_duplicate"
+            counts[reason] += 1
+            dropped.append({**_where(dup), "reason": reason, "text": dup.text, "label": dup.label,
+                            "duplicate_of": _where(first)})
+    return kept, dropped, conflicts, counts
+
+
+def _where(rec: Record) -> dict:
+    return {"file": rec.file, "line": rec.line}
+
+
+def cap_per_class(records: list[Record], max_per_class: int, seed: int) -> tuple[list[Record], Counter[int]]:
+    """At most ``max_per_class`` records per label (a seeded random subset); counts what was left out."""
+    if max_per_class <= 0:
+        return records, Counter()
+    rng = random.Random(seed)
+    by_label: dict[int, list[Record]] = defaultdict(list)
+    for rec in records:
+        by_label[rec.label].append(rec)
+    out: list[Record] = []
+    left_out: Counter[int] = Counter()
+    for label in sorted(by_label):
+        group = by_label[label]
+        if len(group) > max_per_class:
+            left_out[label] = len(group) - max_per_class
+            group = rng.sample(group, max_per_class)
+        out.extend(group)
+    return out, left_out
+
+
+def stratified_split(records: list[Record], val_fraction: float, test_fraction: float,
+                     seed: int) -> dict[str, list[Record]]:
+    """Split each label separately with the same fractions, so every split keeps the class balance.
+
+    Run it on de-duplicated records: then each text (and each near-duplicate group) is one
+    record and can land in one split only.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in [0, 1) "
+                        "and sum to less than 1")
+    rng = random.Random(seed)
+    out: dict[str, list[Record]] = {s: [] for s in SPLITS}
+    for label in sorted({r.label for r in records}):
+        group = [r for r in records if r.label == label]
+        rng.shuffle(group)
+        n_test = round(len(group) * test_fraction)
+        n_val = round(len(group) * val_fraction)
+        out["test"].extend(group[:n_test])
+        out["validation"].extend(group[n_test:n_test + n_val])
+        out["train"].extend(group[n_test + n_val:])
+    for rows in out.values():
+        rng.shuffle(rows)  # mix the labels within each split
+    return out
+
+
+def row_id(text: str) -> str:
+    """Stable id of a text: the same text gets the same id in every run."""
+    return hashlib.sha1(dedup_key(text).encode("utf-8")).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- reporting
+
+def length_stats(lengths: Sequence[int]) -> dict[str, float]:
+    """Count, mean and percentiles (5/25/50/75/95/99) of text lengths in characters."""
+    if not lengths:
+        return {"count": 0}
+    xs = sorted(lengths)
+
+    def pct(p: float) -> int:
+        return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+    return {"count": len(xs), "mean": round(sum(xs) / len(xs), 1), "min": xs[0],
+            **{f"p{p}": pct(p) for p in (5, 25, 50, 75, 95, 99)}, "max": xs[-1]}
+
+
+def per_source_counts(loaded: Counter[str], kept: Counter[str], top: int = MAX_SOURCES_LISTED) -> dict[str, dict]:
+    """Rows loaded and kept per source: the ``top`` largest sources by name, the rest summed
+    under ``(other N sources)`` (a corpus may name one source per original file)."""
+    ranked = sorted(loaded, key=lambda src: (-loaded[src], src))
+    out = {src: {"loaded": loaded[src], "kept": kept[src]} for src in sorted(ranked[:top])}
+    rest = ranked[top:]
+    if rest:
+        out[f"(other {len(rest)} sources)"] = {"loaded": sum(loaded[s] for s in rest), "kept": sum(kept[s] for s in rest)}
+    return out
+
+
+def plot_summary(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, str]:
+    """Class balance per split and text-length histogram per class, as PNGs. Returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    try:  # Chinese labels need a CJK font; fall back to English rather than draw empty boxes
+        from lawclf.fonts import setup_matplotlib
+        setup_matplotlib()
+        names, t = LABEL_NAMES_ZH, {"balance": "各划分的类别数量", "count": "条数", "length": "文本长度分布（字符）",
+                                    "chars": "字符数"}
+    except Exception:  # noqa: BLE001 - FontNotFoundError or no fonts module: English is fine
+        names, t = LABELS, {"balance": "Class balance per split", "count": "rows",
+                            "length": "Text length per class (characters)", "chars": "characters"}
+
+    paths = {}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.38
+    for label in (0, 1):
+        counts = [sum(r.label == label for r in splits[s]) for s in SPLITS]
+        xs = [i + (label - 0.5) * width for i in range(len(SPLITS))]
+        bars = ax.bar(xs, counts, width, label=names[label])
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(range(len(SPLITS)), SPLITS)
+    ax.set_ylabel(t["count"])
+    ax.set_title(t["balance"])
+    ax.legend()
+    fig.tight_layout()
+    paths["class_balance"] = str(out_dir / "class_balance.png")
+    fig.savefig(paths["class_balance"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    all_rows = [r for s in SPLITS for r in splits[s]]
+    top = max((len(r.text) for r in all_rows), default=1)
+    bins = range(0, top + 10, max(1, top // 40))
+    for label in (0, 1):
+        ax.hist([len(r.text) for r in all_rows if r.label == label], bins=bins, alpha=0.6, label=names[label])
+    ax.set_xlabel(t["chars"])
+    ax.set_ylabel(t["count"])
+    ax.set_title(t["length"])
+    ax.legend()
+    fig.tight_layout()
+    paths["length_distribution"] = str(out_dir / "length_distribution.png")
+    fig.savefig(paths["length_distribution"], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+    with path.open("w", encoding="utf-8", newline="\n") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict]:
+    """All rows of a JSONL file this stage wrote (rejected/dropped/conflicts, splits)."""
+    with Path(path).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+# --------------------------------------------------------------------------- the stage
+
+def prepare(cfg: DataConfig, plots: bool = True) -> dict:
+    """Load → validate → normalise → length filter → de-duplicate → (cap) → split → write.
+
+    Returns the summary also written to ``splits/summary.json``. Raises :class:`DataError`
+    (``path:line: reason``) at the first bad line unless ``cfg.lenient``.
+    """
+    t0 = time.perf_counter()
+    if cfg.min_chars < 0 or (cfg.max_chars and cfg.max_chars < cfg.min_chars):
+        raise DataError(f"min_chars ({cfg.min_chars}) / max_chars ({cfg.max_chars}) make an empty range")
+    inputs = resolve_inputs(cfg)
+    rejects = _Rejects(cfg.lenient)
+    blank: Counter[str] = Counter()
+    records: list[Record] = []
+    per_file = []
+    for inp in inputs:
+        rows = read_file(inp, cfg, rejects, blank)
+        per_file.append({"path": str(inp.path), "format": inp.fmt,
+                         "label": None if inp.file_label is None else inp.file_label, "valid_rows": len(rows),
+                         "blank_lines": blank[str(inp.path)]})
+        records.extend(rows)
+    loaded_per_label = Counter(r.label for r in records)
+    loaded_per_source = Counter(r.source for r in records)
+
+    kept, dropped, conflicts, counts = clean(records, cfg.min_chars, cfg.max_chars)
+    kept, left_out = cap_per_class(kept, cfg.max_per_class, cfg.seed)
+    if len({r.label for r in kept}) < 2:
+        raise DataError("after cleaning, only one class is left "
+                        f"({dict(Counter(LABELS[r.label] for r in kept))}): a classifier needs both")
+    splits = stratified_split(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+    paths = RunPaths(cfg.run_dir)
+    out = paths.splits
+    out.mkdir(parents=True, exist_ok=True)
+    for split, rows in splits.items():
+        _write_jsonl(paths.split_file(split),
+                     [{"id": row_id(r.text), "text": r.text, "label": r.label, "source": r.source} for r in rows])
+    _write_jsonl(out / "rejected.jsonl", rejects.rows)
+    _write_jsonl(out / "dropped.jsonl", dropped)
+    _write_jsonl(out / "conflicts.jsonl", conflicts)
+
+    kept_rows = [r for s in SPLITS for r in splits[s]]
+    summary: dict[str, Any] = {
+        "config": to_dict(cfg),
+        "inputs": per_file,
+        "counts": {
+            "rows_read": len(records) + len(rejects.rows),
+            "rejected": len(rejects.rows),
+            "blank_lines": sum(blank.values()),
+            "loaded": len(records),
+            "too_short": counts["too_short"],
+            "too_long": counts["too_long"],
+            "exact_duplicates": counts["exact_duplicate"],
+            "near_duplicates": counts["near_duplicate"],
+            "conflict_texts": counts["conflict_texts"],
+            "conflict_rows": counts["conflict_rows"],
+            "capped": sum(left_out.values()),
+            "kept": len(kept_rows),
+        },
+        "rejected_by_reason": dict(sorted(rejects.by_reason.items())),
+        "per_label": {
+            "loaded": {LABELS[k]: loaded_per_label[k] for k in (0, 1)},
+            "kept": {LABELS[k]: sum(r.label == k for r in kept_rows) for k in (0, 1)},
+            "capped": {LABELS[k]: left_out[k] for k in (0, 1)},
+        },
+        "per_source": per_source_counts(loaded_per_source, Counter(r.source for r in kept_rows)),
+        "splits": {s: {"total": len(splits[s]), **{LABELS[k]: sum(r.label == k for r in splits[s]) for k in (0, 1)}}
+                   for s in SPLITS},
+        "length": {LABELS[k]: length_stats([len(r.text) for r in kept_rows if r.label == k]) for k in (0, 1)},
+        "files": {"splits": {s: str(paths.split_file(s)) for s in SPLITS},
+                  "rejected": str(out / "rejected.jsonl"), "dropped": str(out / "dropped.jsonl"),
+                  "conflicts": str(out / "conflicts.jsonl"), "summary": str(out / "summary.json")},
+    }
+    if plots:
+        summary["files"]["plots"] = plot_summary(splits, out)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+    return summary
 
 
 def load_split(run_dir: str | os.PathLike[str], split: str) -> list[dict]:
@@ -39,5 +512,39 @@ def load_split(run_dir: str | os.PathLike[str], split: str) -> list[dict]:
     path = RunPaths(run_dir).split_file(split)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the data stage first (notebook 01 or `lawclf prepare`)")
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    return read_jsonl(path)
+
+
+def load_summary(run_dir: str | os.PathLike[str]) -> dict:
+    """The ``splits/summary.json`` written by :func:`prepare`."""
+    return json.loads((RunPaths(run_dir).splits / "summary.json").read_text(encoding="utf-8"))
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lawclf prepare",
+        description="Load, validate, normalise, de-duplicate and split the data (no path = the embedded sample).")
+    add_config_args(parser, DataConfig)
+    parser.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(DataConfig, args)
+    try:
+        summary = prepare(cfg, plots=args.plots)
+    except DataError as exc:
+        print(f"lawclf prepare: error: {exc}", file=sys.stderr)
+        return 2
+    c = summary["counts"]
+    print(f"read {c['rows_read']} rows: {c['rejected']} rejected, {c['too_short'] + c['too_long']} outside "
+          f"[{cfg.min_chars}, {cfg.max_chars}] chars, {c['exact_duplicates'] + c['near_duplicates']} duplicates, "
+          f"{c['conflict_rows']} in label conflicts, {c['capped']} over the per-class cap; kept {c['kept']}")
+    for split, s in summary["splits"].items():
+        print(f"  {split:<10} {s['total']:>7}  (legal {s['legal']}, non_legal {s['non_legal']})")
+    print(f"wrote {RunPaths(cfg.run_dir).splits}/ in {summary['seconds']}s")
+    if c["rejected"]:
+        print(f"rejected lines: {summary['files']['rejected']} {summary['rejected_by_reason']}")
+    return 0
+
+
+__all__ = ["SPLITS", "DataError", "Record", "InputFile", "normalise_text", "dedup_key", "parse_label",
+           "resolve_inputs", "read_file", "clean", "cap_per_class", "stratified_split", "row_id", "length_stats",
+           "per_source_counts", "plot_summary", "read_jsonl", "prepare", "load_split", "load_summary", "cli"]
