@@ -177,7 +177,8 @@ class EvalConfig:
     #: ``max_f1`` or ``target_precision`` (chosen on the validation split, never on test).
     threshold_strategy: str = "max_f1"
     target_precision: float = 0.95
-    batch_size: int = 64
+    #: Inference batch size (named apart from training's BATCH_SIZE: notebooks share parameters).
+    eval_batch_size: int = 64
     n_errors: int = 20
     calibration_bins: int = 10
     #: JSONL of ``{"text", "label", "kind"}`` probe questions; empty = the packaged resources/probes.jsonl.

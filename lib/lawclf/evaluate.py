@@ -336,7 +336,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     model.to(device).eval()
 
     def score(texts: Sequence[str]) -> np.ndarray:
-        return predict_proba(model, tokenizer, texts, batch_size=cfg.batch_size, max_len=max_len, device=device)
+        return predict_proba(model, tokenizer, texts, batch_size=cfg.eval_batch_size, max_len=max_len, device=device)
 
     val_rows, test_rows = load_split(cfg.run_dir, "validation"), load_split(cfg.run_dir, "test")
     val_y = [int(r["label"]) for r in val_rows]

@@ -116,6 +116,17 @@ def load_pretrained(model_name: str, attn_implementation: Optional[str] = None):
     return tokenizer, model
 
 
+def build_tokenizer(model_name: str, train_texts: Optional[Iterable[str]] = None, vocab_size: int = 6000):
+    """Only the tokenizer of :func:`build_or_load` (the same one, for looking at tokens before training)."""
+    if model_name == TINY:
+        if train_texts is None:
+            raise ValueError("MODEL_NAME='tiny' builds its vocabulary from the training texts: pass train_texts")
+        return train_wordpiece_tokenizer(train_texts, vocab_size=vocab_size)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_name)
+
+
 def build_or_load(model_name: str, train_texts: Optional[Iterable[str]] = None,
                   spec: Optional[TinySpec] = None, seed: int = 42):
     """One entry point for the three modes; ``train_texts`` is needed only for ``tiny``."""

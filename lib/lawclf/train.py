@@ -122,6 +122,53 @@ def choose_max_len(lengths: Sequence[int], percentile: float = 98.0, multiple: i
     return int(min(cap, max(floor, rounded)))
 
 
+def length_report(lengths: Sequence[int], max_len: int) -> dict[str, Any]:
+    """Percentiles of token lengths and how many texts ``max_len`` truncates (for notebooks and logs)."""
+    arr = np.asarray(lengths)
+    pct = {f"p{q}": int(np.percentile(arr, q)) for q in (50, 90, 95, 98, 99)}
+    return {"n": int(len(arr)), **pct, "max": int(arr.max()), "max_len": int(max_len),
+            "truncated_fraction": float(np.mean(arr > max_len))}
+
+
+def padding_stats(lengths: Sequence[int], batch_size: int, max_len: int, seed: int = 42) -> dict[str, dict]:
+    """Share of computed positions that are [PAD], per batching strategy, for one epoch.
+
+    ``pad_to_max_len``: every text padded to MAX_LEN (the original recipe);
+    ``dynamic``: each batch padded to its longest text, batches random;
+    ``dynamic_grouped``: the same with length-grouped batches (what training uses).
+    ``relative_cost`` is the positions computed relative to pad-to-MAX_LEN.
+    """
+    clipped = [min(int(n), max_len) for n in lengths]
+    real = sum(clipped)
+    fixed = len(clipped) * max_len
+    out = {"pad_to_max_len": {"positions": fixed}}
+    for name, grouped in (("dynamic", False), ("dynamic_grouped", True)):
+        sampler = LengthGroupedBatchSampler(clipped, batch_size, seed=seed, group_by_length=grouped)
+        out[name] = {"positions": sum(len(b) * max(clipped[i] for i in b) for b in sampler)}
+    for stats in out.values():
+        stats["padding_fraction"] = 1.0 - real / stats["positions"]
+        stats["relative_cost"] = stats["positions"] / fixed
+    return out
+
+
+def plot_token_lengths(lengths: Sequence[int], max_len: int, out: Path) -> Path:
+    """Histogram of token lengths with the MAX_LEN line."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.hist(lengths, bins=50, color="#4C72B0")
+    ax.axvline(max_len, color="red", linestyle="--", label=f"MAX_LEN = {max_len}")
+    ax.set_xlabel("tokens per text (with [CLS] and [SEP])"), ax.set_ylabel("texts"), ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def token_lengths(tokenizer, texts: Sequence[str]) -> list[int]:
     """Token count of each text with [CLS]/[SEP] and without truncation."""
     enc = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
@@ -743,7 +790,8 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 __all__ = [
-    "FocalLoss", "make_loss", "choose_max_len", "token_lengths", "encode", "EncodedDataset", "PadCollator",
+    "FocalLoss", "make_loss", "choose_max_len", "length_report", "padding_stats", "plot_token_lengths",
+    "token_lengths", "encode", "EncodedDataset", "PadCollator",
     "EpochBatchSampler", "LengthGroupedBatchSampler", "make_collator", "make_train_loader", "make_eval_loader",
     "predict_proba", "param_groups", "resolve_learning_rate", "resolve_mixed_precision", "TrainerState",
     "save_checkpoint", "train", "validate", "write_history", "read_history", "plot_history", "cli",

@@ -137,3 +137,24 @@ def test_mixed_precision_auto_is_fp32_without_cuda():
     assert resolve_mixed_precision("no") == "no"
     with pytest.raises(ValueError):
         resolve_mixed_precision("fp8")
+
+
+def test_padding_stats_by_hand():
+    from lawclf.train import padding_stats
+
+    lengths = [10, 10, 50, 50]
+    stats = padding_stats(lengths, batch_size=2, max_len=64, seed=0)
+    assert stats["pad_to_max_len"]["positions"] == 4 * 64
+    assert stats["pad_to_max_len"]["padding_fraction"] == pytest.approx(1 - 120 / 256)
+    # grouped: [50, 50] and [10, 10] -> no padding at all
+    assert stats["dynamic_grouped"]["positions"] == 120 and stats["dynamic_grouped"]["padding_fraction"] == 0
+    assert stats["dynamic"]["positions"] >= 120
+    assert padding_stats([100], 1, 64)["pad_to_max_len"]["padding_fraction"] == 0  # truncated to MAX_LEN
+
+
+def test_length_report():
+    from lawclf.train import length_report
+
+    rep = length_report(list(range(1, 101)), max_len=96)
+    assert rep["n"] == 100 and rep["max"] == 100 and rep["p50"] == 50
+    assert rep["truncated_fraction"] == pytest.approx(0.04)

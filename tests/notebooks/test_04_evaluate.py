@@ -1,0 +1,31 @@
+"""Notebook 04 runs under papermill on a trained run: metrics.json, plots, threshold stored with the model."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import copy_run
+from lawclf.config import RunPaths, read_model_meta, read_results
+from lawclf.evaluate import read_metrics
+from lawclf.nbrun import run_notebook
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
+
+def test_notebook_04_evaluates_on_test_and_stores_the_threshold(trained_run_dir, tmp_path):
+    run = copy_run(trained_run_dir, tmp_path / "run")
+    run_notebook("04_evaluate", run, {"THRESHOLD_STRATEGY": "max_f1", "N_ERRORS": 5})
+    paths = RunPaths(run)
+
+    metrics = read_metrics(run)
+    results = read_results(run, "04_evaluate")
+    assert metrics["split"] == "test" and metrics["threshold_choice"]["chosen_on"] == "validation"
+    assert results["f1"] == pytest.approx(metrics["f1"]) and results["f1"] >= 0.8 and results["pr_auc"] >= 0.9
+    assert 0.0 <= results["ece"] <= 1.0
+    for name in ("confusion_matrix", "pr_curve", "reliability", "score_histogram"):
+        assert (paths.reports / f"{name}.png").stat().st_size > 1000, name
+    assert read_model_meta(paths.model)["threshold"] == pytest.approx(metrics["threshold"])
+    assert len(metrics["errors"]["false_positives"]) <= 5
+    if metrics["probes"]:
+        assert results["probe_accuracy"] == pytest.approx(metrics["probes"]["accuracy"])
+        assert all({"text", "score", "correct"} <= set(item) for item in metrics["probes"]["items"])
