@@ -1,0 +1,100 @@
+"""Data expectations on the embedded sample (data/sample) and the packaged probe questions."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from lawclf.config import SAMPLE_DATA_DIR
+from lawclf.data import dedup_key, normalise_text
+from lawclf.sample import load_probes, write_sample
+
+FILES = {"legal": 1, "nonlegal": 0}
+EVERYDAY_WORDS = ("借钱", "咨询", "怎么办", "请问")
+
+
+@pytest.fixture(scope="module")
+def sample() -> dict[str, list[dict]]:
+    out = {}
+    for name in FILES:
+        with (SAMPLE_DATA_DIR / f"{name}.jsonl").open(encoding="utf-8") as fh:
+            out[name] = [json.loads(line) for line in fh]
+    return out
+
+
+def test_schema_and_labels(sample):
+    for name, label in FILES.items():
+        for row in sample[name]:
+            assert set(row) == {"text", "label", "source"}
+            assert row["label"] == label
+            assert isinstance(row["text"], str) and row["text"].strip()
+            assert row["source"].startswith("sample/")
+
+
+def test_at_least_350_per_class(sample):
+    assert len(sample["legal"]) >= 350
+    assert len(sample["nonlegal"]) >= 350
+
+
+def test_texts_clean_and_long_enough(sample):
+    """No stray whitespace and within the default length filter, so prepare() keeps every row."""
+    for rows in sample.values():
+        for row in rows:
+            assert row["text"] == row["text"].strip() and "  " not in row["text"]
+            assert 5 <= len(normalise_text(row["text"])) <= 512
+
+
+def test_no_duplicates_after_normalisation(sample):
+    keys = Counter(dedup_key(r["text"]) for rows in sample.values() for r in rows)
+    assert [k for k, n in keys.items() if n > 1] == []
+
+
+def test_sources_are_per_genre(sample):
+    sources = Counter(r["source"] for r in sample["nonlegal"])
+    assert {"sample/everyday-question", "sample/tech-forum", "sample/review", "sample/life-question"} <= set(sources)
+    assert min(sources.values()) >= 50  # enough rows for a per-source false-positive rate
+
+
+@pytest.mark.parametrize("word", EVERYDAY_WORDS)
+def test_everyday_negatives_use_legal_sounding_words(sample, word):
+    """The non-legal side must contain everyday questions with words frequent in legal questions."""
+    hits = [r for r in sample["nonlegal"] if word in r["text"]]
+    assert len(hits) >= 8, f"only {len(hits)} non-legal texts contain {word!r}"
+    # ... and the legal side uses them too, so the word alone decides nothing
+    assert any(word in r["text"] for r in sample["legal"]) or word == "借钱"
+
+
+def test_legal_side_includes_questions_without_legal_keywords(sample):
+    keywords = ("法", "律师", "起诉", "维权", "合同", "赔偿", "仲裁")
+    plain = [r for r in sample["legal"] if not any(k in r["text"] for k in keywords)]
+    assert len(plain) >= 50
+
+
+def test_probes_shape_and_required_questions():
+    probes = load_probes()
+    assert 30 <= len(probes) <= 60
+    assert {p["label"] for p in probes} == {0, 1}
+    assert all(set(p) == {"text", "label", "kind"} for p in probes)
+    texts = {p["text"]: p["label"] for p in probes}
+    for issue_6 in ("借钱", "我想咨询下", "朋友问我借钱,我到底要不要借给他呢?", "考不上大学,我该怎么办?"):
+        assert texts.get(issue_6) == 0
+
+
+def test_probes_are_out_of_sample(sample):
+    sample_keys = {dedup_key(r["text"]) for rows in sample.values() for r in rows}
+    leaked = [p["text"] for p in load_probes() if dedup_key(p["text"]) in sample_keys]
+    assert leaked == []
+
+
+def test_generator_reproduces_the_committed_files(tmp_path):
+    paths = write_sample(tmp_path)
+    for name in FILES:
+        assert paths[name].read_bytes() == (SAMPLE_DATA_DIR / f"{name}.jsonl").read_bytes(), \
+            f"data/sample/{name}.jsonl is stale: run `lawclf sample` and commit"
+
+
+def test_other_seed_gives_other_sample(tmp_path):
+    paths = write_sample(tmp_path, seed=7)
+    assert paths["legal"].read_bytes() != (SAMPLE_DATA_DIR / "legal.jsonl").read_bytes()
