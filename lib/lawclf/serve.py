@@ -21,6 +21,7 @@ Nothing here imports torch: the server installs with ONNX Runtime alone.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import logging
@@ -167,8 +168,8 @@ class MicroBatcher:
         self._queue: "queue.Queue[Optional[tuple[list[str], Future]]]" = queue.Queue()
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
-        #: Sizes (texts) of the batches run so far in this process, for tests and the notebook.
-        self.batch_sizes: list[int] = []
+        #: Sizes (texts) of the latest batches run in this process (bounded: a server runs for months).
+        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
 
     def submit(self, texts: list[str]) -> Future:
         """Queue ``texts``; the future resolves to their results (same order)."""
@@ -199,7 +200,7 @@ class MicroBatcher:
             if self._pid != os.getpid():  # forked: the parent's queue and thread are not ours
                 self._queue = queue.Queue()
                 self._pid = os.getpid()
-                self.batch_sizes = []
+                self.batch_sizes.clear()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lawclf-microbatch", daemon=True)
                 self._thread.start()
@@ -243,6 +244,7 @@ class MicroBatcher:
                 self.batch_sizes.append(len(texts))
                 start = 0
                 for job_texts, fut in jobs:
+                    fut.batch_size = len(texts)  # type: ignore[attr-defined]  # logged with the request
                     fut.set_result(results[start:start + len(job_texts)])
                     start += len(job_texts)
             if stop:
@@ -252,12 +254,12 @@ class MicroBatcher:
 # --------------------------------------------------------------------------- model holder
 
 class ModelHolder:
-    """The predictor of this process, reloaded once after a fork.
+    """The predictor of this process, reloaded if the process was forked after loading it.
 
-    ONNX Runtime sessions keep a thread pool that a forked child does not inherit, so a
-    Gunicorn worker must not use the session its master loaded (``preload_app`` loads
-    it there only to fail fast on a missing or corrupt model). ``release()`` drops the
-    master's copy (deploy/gunicorn.conf.py calls it); ``get()`` loads in the worker.
+    ONNX Runtime is not fork-safe: a child forked after a session was created hangs or
+    aborts at exit. Gunicorn therefore loads the app in each worker (no ``preload_app``,
+    deploy/gunicorn.conf.py); this holder still never hands a parent's session to a
+    forked child (``get()`` reloads), and ``release()`` drops it.
     """
 
     def __init__(self, loader: Optional[Callable[[], Any]] = None, predictor: Any = None):
@@ -417,15 +419,23 @@ class ServeState:
 
     def predict(self, texts: list[str]) -> list[dict]:
         if self.batcher is not None:
+            fut = self.batcher.submit(texts)
             try:
-                return self.batcher.predict(texts, timeout=self.cfg.predict_timeout_s)
+                results = fut.result(timeout=self.cfg.predict_timeout_s)
             except FutureTimeout:
                 raise ApiError(503, "timeout", "The model is busy; try again shortly.") from None
+            g.batch_size = getattr(fut, "batch_size", len(texts))
+            return results
+        g.batch_size = len(texts)
         return self.holder.predict_many(texts)
 
     def ensure_loaded(self) -> None:
-        """Load the model in this process now (Gunicorn's post_worker_init), not on the first request."""
-        self.holder.get()
+        """Load the model in this process and run it once (Gunicorn's post_worker_init).
+
+        ONNX Runtime's first run is several times slower than the next ones; a warm-up here
+        keeps that off the first user's request.
+        """
+        self.holder.predict_many(["预热"])
 
     def release(self) -> None:
         self.holder.release()
@@ -487,6 +497,8 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
         }
         if g.get("text_chars") is not None:
             fields["text_chars"] = g.text_chars
+        if g.get("batch_size") is not None:  # texts in the model call that served this request
+            fields["batch_size"] = g.batch_size
         if cfg.log_text and g.get("texts") is not None:
             fields["text"] = g.texts
         log.info("request", extra={"fields": fields})
@@ -617,7 +629,7 @@ class BackgroundServer:
             if GUNICORN_CONF.exists():
                 cmd += ["-c", str(GUNICORN_CONF)]
             else:  # an installed package without the checkout's deploy/ folder
-                cmd += ["--worker-class", "gthread", "--threads", "16", "--preload"]
+                cmd += ["--worker-class", "gthread", "--threads", "16"]
             return cmd + ["--bind", f"{self.host}:{self.port}", "lawclf.serve:create_app()"]
         if self.server == "dev":
             return [sys.executable, "-m", "lawclf", "serve", "--host", self.host, "--port", str(self.port)]

@@ -1,0 +1,59 @@
+"""Fixtures for tests that start real processes: Gunicorn, Nginx, Chromium.
+
+A missing system binary skips the test with the install command, except in CI
+(``CI=true``), where .ci/run installs them and their absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from lawclf.config import RunPaths
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def need_binary(name: str, *candidates: str) -> str:
+    """Path of a system binary, or skip (fail in CI) naming the Debian package to install."""
+    found: Optional[str] = shutil.which(name)
+    for path in candidates:
+        if not found and Path(path).exists():
+            found = path
+    if found:
+        return found
+    message = f"{name} is not installed (scripts/install-system-deps.sh ci installs it)"
+    if in_ci():
+        pytest.fail(message + " — required in CI")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def serve_model_dir(request) -> Path:
+    """The exported tiny model's ONNX folder (read-only).
+
+    ``LAWCLF_TEST_ONNX_DIR`` points at an already exported folder instead (quick local
+    iteration on the server without retraining); CI always builds its own.
+    """
+    given = os.environ.get("LAWCLF_TEST_ONNX_DIR", "")
+    if given and not in_ci():
+        return Path(given)
+    return RunPaths(request.getfixturevalue("exported_run_dir")).onnx
+
+
+@pytest.fixture(scope="session")
+def gunicorn_server(serve_model_dir, tmp_path_factory):
+    """One real Gunicorn (deploy/gunicorn.conf.py) serving the tiny model for the whole session."""
+    from lawclf.serve import BackgroundServer
+
+    log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    server = BackgroundServer(serve_model_dir, log_path=log_path, env={"LAWCLF_LOG_LEVEL": "INFO"})
+    server.start()
+    yield server
+    server.stop()
