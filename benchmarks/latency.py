@@ -39,15 +39,26 @@ ENGINES = ("torch", "ort-fp32", "ort-int8", "original")
 GOALS = {"int8_p50_ms_at_32": 12.0, "speedup_vs_torch": 5.0, "speedup_vs_original": 50.0}
 
 
-def timed(fn: Callable[[], object], reps: int, warmup: int) -> list[float]:
-    """Milliseconds of ``reps`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
+def interleaved(fns: dict[str, Callable[[], object]], reps: dict[str, int], warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call, engines taking turns within each round.
+
+    On a shared machine the load changes from minute to minute; interleaving gives every
+    engine the same conditions, so the ratios stay meaningful even when absolute times drift.
+    Engines with fewer ``reps`` run on evenly spread rounds.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rounds = max(reps.values())
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            every = max(1, rounds // max(1, reps[name]))
+            if r % every or len(out[name]) >= reps[name]:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            out[name].append((time.perf_counter() - t0) * 1000)
     return out
 
 
@@ -95,25 +106,21 @@ def make_engines(shape: str, threads: int, work_dir: Path) -> dict[str, Callable
 
 def bench_shape(shape: str, args: argparse.Namespace) -> dict:
     engines = make_engines(shape, args.threads, Path(args.work_dir))
+    reps = {e: (args.original_reps if e == "original" else args.reps) for e in ENGINES}
     latency: dict[str, dict[int, dict[str, float]]] = {e: {} for e in ENGINES}
     for seq in args.seq_lens:
         text = text_of_tokens(seq)
-        for name in ENGINES:
-            if name == "original" and latency[name]:
-                # padded to 512 whatever the text: the same work at every length, measured once
-                latency[name][seq] = next(iter(latency[name].values()))
-                continue
-            reps = args.original_reps if name == "original" else args.reps
-            ms = timed(lambda: engines[name]([text]), reps, args.warmup)
-            latency[name][seq] = {"p50": percentile(ms, 50), "p95": percentile(ms, 95)}
+        ms = interleaved({e: (lambda e=e: engines[e]([text])) for e in ENGINES}, reps, args.warmup)
+        for e in ENGINES:
+            latency[e][seq] = {"p50": percentile(ms[e], 50), "p95": percentile(ms[e], 95)}
         print(f"[{shape}] seq {seq}: " + ", ".join(f"{e} {latency[e][seq]['p50']:.1f} ms" for e in ENGINES),
               flush=True)
     batch = [text_of_tokens(args.throughput_seq, offset=i * 7) for i in range(args.batch)]
-    throughput = {}
-    for name in ENGINES:
-        reps = 1 if name == "original" else args.throughput_reps
-        ms = timed(lambda: engines[name](batch), reps, 1 if name != "original" else 0)
-        throughput[name] = args.batch / (statistics.median(ms) / 1000)
+    fast = [e for e in ENGINES if e != "original"]
+    ms = interleaved({e: (lambda e=e: engines[e](batch)) for e in fast}, {e: args.throughput_reps for e in fast}, 1)
+    throughput = {e: args.batch / (statistics.median(ms[e]) / 1000) for e in fast}
+    # one request at a time, each padded to 512 tokens: its throughput is 1 / its latency
+    throughput["original"] = 1000 / statistics.median([latency["original"][s]["p50"] for s in args.seq_lens])
     print(f"[{shape}] batch {args.batch} x {args.throughput_seq} tokens: "
           + ", ".join(f"{e} {throughput[e]:.1f}/s" for e in ENGINES), flush=True)
     return {"latency_ms": latency, "throughput_per_s": throughput}

@@ -215,6 +215,30 @@ def _mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 3)
 
 
+def latency_comparison(onnx_dir: str | Path, text: str, reps: int = 20, threads: int = 0,
+                       pad_to: int = 512) -> dict[str, float]:
+    """Median milliseconds for one text: fp32 and int8 padded to the text's length, and fp32
+    padded to ``pad_to`` tokens (the original recipe: every request padded to 512)."""
+    out: dict[str, float] = {}
+    for label, name, width in (("fp32", FP32_FILE, 0), ("int8", INT8_FILE, 0), (f"fp32_pad{pad_to}", FP32_FILE, pad_to)):
+        if not (Path(onnx_dir) / name).exists():
+            continue
+        pred = Predictor(onnx_dir, model_file=name, threads=threads)
+        batch = pred.pad_batch(pred.encode([text]))
+        if width:
+            extra = width - batch["input_ids"].shape[1]
+            batch = {k: np.pad(v, ((0, 0), (0, max(0, extra))), constant_values=pred.pad_id if k == "input_ids" else 0)
+                     for k, v in batch.items()}
+        pred.logits(batch)  # warm-up
+        times = []
+        for _ in range(max(1, reps)):
+            t0 = time.perf_counter()
+            pred.logits(batch)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[label] = float(np.median(times))
+    return out
+
+
 def parity_texts(run_dir: str | Path, limit: int = 0) -> tuple[list[str], Optional[list[int]], str]:
     """``(texts, labels, source)``: the test split when the run has one, else built-in strings."""
     path = RunPaths(run_dir).split_file("test")
@@ -366,4 +390,4 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 __all__ = ["export", "export_onnx", "check_parity", "optimize_onnx", "quantize_int8", "set_onnx_metadata",
-           "compare_files", "parity_texts", "load_for_export", "save_random_model", "BUILTIN_TEXTS", "cli"]
+           "compare_files", "latency_comparison", "parity_texts", "load_for_export", "save_random_model", "BUILTIN_TEXTS", "cli"]

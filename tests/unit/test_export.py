@@ -145,3 +145,11 @@ def test_int8_agreement_on_trained_model(evaluated_run_dir, tmp_path):
     assert abs(q["f1_diff"]) <= 0.05
     assert config.read_model_meta(RunPaths(run_dir).onnx)["threshold"] == pytest.approx(
         config.read_model_meta(RunPaths(run_dir).model)["threshold"])
+
+
+def test_latency_comparison_pads_only_when_asked(exported_tiny):
+    from lawclf.export import latency_comparison
+
+    ms = latency_comparison(RunPaths(exported_tiny).onnx, "公司拖欠工资怎么办", reps=3, threads=1)
+    assert set(ms) == {"fp32", "int8", "fp32_pad512"} and all(v > 0 for v in ms.values())
+    assert ms["fp32_pad512"] > ms["fp32"]  # 512 tokens of work instead of 11
