@@ -1,0 +1,162 @@
+"""A real Nginx, configured from deploy/nginx.conf, proxies to a real Gunicorn.
+
+Only what cannot work outside Docker is changed: the upstream (``app:8000`` -> the test's
+Gunicorn), the listen port, the /tmp and /dev/std* paths (-> the test's folder), one worker.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from _procs import need_binary
+from lawclf.config import REPO_ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NGINX_CONF = REPO_ROOT / "deploy" / "nginx.conf"
+
+
+def render_nginx_conf(template: str, upstream: str, listen: str, prefix: Path) -> str:
+    """deploy/nginx.conf with the Docker-only values replaced; fails if one is no longer there."""
+    replacements = [  # /tmp/ first: the test's own folder is under /tmp too
+        (r"/tmp/", str(prefix) + "/"),
+        (r"server app:8000;", f"server {upstream};"),
+        (r"listen 8080;", f"listen {listen};"),
+        (r"worker_processes auto;", "worker_processes 1;"),
+        (r"/dev/stderr", str(prefix / "error.log")),
+        (r"/dev/stdout", str(prefix / "access.log")),
+    ]
+    for pattern, value in replacements:
+        template, n = re.subn(re.escape(pattern), value, template)
+        assert n >= 1, f"deploy/nginx.conf no longer contains {pattern!r}; update this test"
+    return template
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def nginx(gunicorn_server, tmp_path_factory):
+    binary = need_binary("nginx", "/usr/sbin/nginx")
+    prefix = tmp_path_factory.mktemp("nginx")
+    port = _free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), f"127.0.0.1:{gunicorn_server.port}",
+                                      f"127.0.0.1:{port}", prefix))
+    base = [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    check = subprocess.run(base + ["-t"], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stderr
+    proc = subprocess.Popen(base + ["-g", "daemon off;"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+                pytest.fail(f"nginx did not start: {out}\n{(prefix / 'error.log').read_text(errors='replace')}")
+            time.sleep(0.1)
+    yield {"url": url, "prefix": prefix, "proc": proc}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def fetch(url: str, payload=None, headers=None, raw: bytes | None = None):
+    data = raw if raw is not None else (None if payload is None else json.dumps(payload, ensure_ascii=False).encode())
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def test_config_is_valid_and_has_the_production_settings():
+    text = NGINX_CONF.read_text()
+    for needle in ("client_max_body_size", "proxy_read_timeout", "limit_req_zone", "limit_req ", "gzip on",
+                   "application/json", "X-Request-ID", "proxy_pass http://lawclf_app"):
+        assert needle in text, needle
+
+
+def test_nginx_proxies_predictions(nginx):
+    status, headers, body = fetch(nginx["url"] + "/predict", {"content": "请问借钱不还可以起诉吗？"})
+    assert status == 200, body
+    result = json.loads(body)
+    assert set(result) >= {"label", "is_legal", "score", "threshold", "model_version"}
+    assert headers.get("Server", "").startswith("nginx") and "nginx/" not in headers.get("Server", "")
+
+
+def test_request_id_passes_through_both_ways(nginx, gunicorn_server):
+    status, headers, _ = fetch(nginx["url"] + "/predict", {"content": "房东不退押金怎么办？"},
+                               headers={"X-Request-ID": "through-nginx-1"})
+    assert status == 200 and headers.get_all("X-Request-ID") == ["through-nginx-1"]
+    # without one, nginx makes one, the app logs it and the client sees the same id
+    status, headers, _ = fetch(nginx["url"] + "/healthz")
+    made = headers.get_all("X-Request-ID")
+    assert status == 200 and len(made) == 1 and re.fullmatch(r"[0-9a-f]{32}", made[0])
+    time.sleep(0.2)
+    ids = {r.get("request_id") for r in gunicorn_server.log_records()}
+    assert {"through-nginx-1", made[0]} <= ids
+
+
+def test_errors_from_the_app_pass_through_as_json(nginx):
+    status, _, body = fetch(nginx["url"] + "/predict", {"content": "   "})
+    assert status == 400 and json.loads(body)["error"]["code"] == "empty_text"
+    status, _, body = fetch(nginx["url"] + "/no-such-page")
+    assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
+
+
+def test_body_over_the_limit_is_a_json_413_from_nginx(nginx):
+    status, headers, body = fetch(nginx["url"] + "/predict", raw=b'{"content": "' + b"x" * 1_200_000 + b'"}')
+    assert status == 413
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+    assert headers.get("X-Request-ID")
+
+
+def test_html_and_json_are_gzipped(nginx):
+    for path, marker in (("/", "模型实时预测".encode()), ("/openapi.json", b'"openapi"')):
+        status, headers, body = fetch(nginx["url"] + path, headers={"Accept-Encoding": "gzip"})
+        assert status == 200 and headers.get("Content-Encoding") == "gzip", path
+        assert marker in gzip.decompress(body)
+
+
+def test_rate_limit_answers_429_json(nginx):
+    """20 r/s with a burst of 40 per client: a quick run of requests must hit the limit."""
+    time.sleep(2.5)  # let the bucket drain from the other tests
+    statuses, limited = [], None
+    for _ in range(300):
+        status, headers, body = fetch(nginx["url"] + "/predict", raw=b"not json")
+        statuses.append(status)
+        if status == 429:
+            limited = (headers, body)
+            break
+    assert limited is not None, f"no 429 after {len(statuses)} requests"
+    assert statuses.count(400) >= 40, "the burst is served before limiting"
+    assert json.loads(limited[1])["error"]["code"] == "too_many_requests"
+    # other routes are not rate limited
+    assert fetch(nginx["url"] + "/healthz")[0] == 200
+
+
+def test_access_log_is_json_with_the_request_id(nginx):
+    fetch(nginx["url"] + "/healthz", headers={"X-Request-ID": "access-log-1"})
+    time.sleep(0.3)
+    lines = [json.loads(li) for li in (nginx["prefix"] / "access.log").read_text().splitlines() if li.strip()]
+    assert any(li["request_id"] == "access-log-1" and li["status"] == 200 for li in lines)
