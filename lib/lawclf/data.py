@@ -387,6 +387,7 @@ def plot_summary(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, st
         bars = ax.bar(xs, counts, width, label=names[label])
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks(range(len(SPLITS)), SPLITS)
+    ax.margins(y=0.12)  # room for the count labels above the bars
     ax.set_ylabel(t["count"])
     ax.set_title(t["balance"])
     ax.legend()
@@ -520,6 +521,12 @@ def load_summary(run_dir: str | os.PathLike[str]) -> dict:
     return json.loads((RunPaths(run_dir).splits / "summary.json").read_text(encoding="utf-8"))
 
 
+def split_overlap(run_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """Texts shared between two splits (by :func:`dedup_key`), per pair; all zeros = no leakage."""
+    keys = {s: {dedup_key(r["text"]) for r in load_split(run_dir, s)} for s in SPLITS}
+    return {f"{a}&{b}": len(keys[a] & keys[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
+
+
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lawclf prepare",
@@ -547,4 +554,4 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 __all__ = ["SPLITS", "DataError", "Record", "InputFile", "normalise_text", "dedup_key", "parse_label",
            "resolve_inputs", "read_file", "clean", "cap_per_class", "stratified_split", "row_id", "length_stats",
-           "per_source_counts", "plot_summary", "read_jsonl", "prepare", "load_split", "load_summary", "cli"]
+           "per_source_counts", "plot_summary", "read_jsonl", "prepare", "load_split", "load_summary", "split_overlap", "cli"]

@@ -10,7 +10,8 @@ import pytest
 
 from lawclf.config import DataConfig
 from lawclf.data import (SPLITS, DataError, Record, cap_per_class, clean, dedup_key, length_stats, load_split,
-                         load_summary, normalise_text, prepare, read_jsonl, row_id, stratified_split)
+                         load_summary, normalise_text, prepare, read_jsonl, row_id, split_overlap,
+                         stratified_split)
 
 
 def rec(text: str, label: int = 1, line: int = 1, source: str = "s") -> Record:
@@ -123,6 +124,18 @@ def test_no_leakage_duplicates_never_straddle_splits(dup_corpus, tmp_path):
     # every dropped duplicate's key is in exactly one split
     all_keys = keys["train"] | keys["validation"] | keys["test"]
     assert {dedup_key(d["text"]) for d in read_jsonl(run / "splits" / "dropped.jsonl")} <= all_keys
+    assert split_overlap(run) == {"train&validation": 0, "train&test": 0, "validation&test": 0}
+
+
+def test_split_overlap_detects_a_leak(prepared_run_dir, tmp_path):
+    run = tmp_path / "leaky"
+    (run / "splits").mkdir(parents=True)
+    for split in SPLITS:
+        (run / "splits" / f"{split}.jsonl").write_bytes((prepared_run_dir / "splits" / f"{split}.jsonl").read_bytes())
+    leaked = load_split(run, "train")[0]
+    with (run / "splits" / "test.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({**leaked, "text": leaked["text"] + "！！"}, ensure_ascii=False) + "\n")
+    assert split_overlap(run) == {"train&validation": 0, "train&test": 1, "validation&test": 0}
 
 
 def test_prepare_outputs_on_embedded_sample(prepared_run_dir):
