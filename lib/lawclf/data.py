@@ -378,6 +378,16 @@ def plot_summary(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, st
         names, t = LABELS, {"balance": "Class balance per split", "count": "rows",
                             "length": "Text length per class (characters)", "chars": "characters"}
 
+    def finish(fig, ax, name: str, title: str) -> str:
+        ax.set_ylabel(t["count"])
+        ax.set_title(title)
+        ax.legend()
+        fig.tight_layout()
+        path = str(out_dir / f"{name}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
     paths = {}
     fig, ax = plt.subplots(figsize=(6, 3.5))
     width = 0.38
@@ -388,13 +398,7 @@ def plot_summary(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, st
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks(range(len(SPLITS)), SPLITS)
     ax.margins(y=0.12)  # room for the count labels above the bars
-    ax.set_ylabel(t["count"])
-    ax.set_title(t["balance"])
-    ax.legend()
-    fig.tight_layout()
-    paths["class_balance"] = str(out_dir / "class_balance.png")
-    fig.savefig(paths["class_balance"], dpi=110)
-    plt.close(fig)
+    paths["class_balance"] = finish(fig, ax, "class_balance", t["balance"])
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     all_rows = [r for s in SPLITS for r in splits[s]]
@@ -403,13 +407,7 @@ def plot_summary(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, st
     for label in (0, 1):
         ax.hist([len(r.text) for r in all_rows if r.label == label], bins=bins, alpha=0.6, label=names[label])
     ax.set_xlabel(t["chars"])
-    ax.set_ylabel(t["count"])
-    ax.set_title(t["length"])
-    ax.legend()
-    fig.tight_layout()
-    paths["length_distribution"] = str(out_dir / "length_distribution.png")
-    fig.savefig(paths["length_distribution"], dpi=110)
-    plt.close(fig)
+    paths["length_distribution"] = finish(fig, ax, "length_distribution", t["length"])
     return paths
 
 
