@@ -9,7 +9,7 @@ import pytest
 
 from lawclf.config import SAMPLE_DATA_DIR
 from lawclf.data import dedup_key, normalise_text
-from lawclf.sample import load_probes, write_sample
+from lawclf.sample import cli, load_probes, write_sample
 
 FILES = {"legal": 1, "nonlegal": 0}
 EVERYDAY_WORDS = ("借钱", "咨询", "怎么办", "请问")
@@ -98,3 +98,9 @@ def test_generator_reproduces_the_committed_files(tmp_path):
 def test_other_seed_gives_other_sample(tmp_path):
     paths = write_sample(tmp_path, seed=7)
     assert paths["legal"].read_bytes() != (SAMPLE_DATA_DIR / "legal.jsonl").read_bytes()
+
+
+def test_sample_cli_writes_both_files(tmp_path, capsys):
+    assert cli(["--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "legal.jsonl").read_bytes() == (SAMPLE_DATA_DIR / "legal.jsonl").read_bytes()
+    assert "400 rows (legal)" in capsys.readouterr().out

@@ -7,6 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lawclf.config import DataConfig
 from lawclf.data import (SPLITS, DataError, Record, cap_per_class, clean, dedup_key, length_stats, load_split,
@@ -21,6 +23,14 @@ def rec(text: str, label: int = 1, line: int = 1, source: str = "s") -> Record:
 def test_normalise_text():
     assert normalise_text("  Ｈｅｌｌｏ，　世界！\t\n  ＡＢＣ１２３ ") == "Hello, 世界! ABC123"
     assert normalise_text("借钱\u3000不还\r\n怎么办") == "借钱 不还 怎么办"
+
+
+@given(st.text())
+def test_normalise_and_dedup_key_are_idempotent(text):
+    norm = normalise_text(text)
+    assert normalise_text(norm) == norm
+    assert dedup_key(dedup_key(text)) == dedup_key(text) == dedup_key(norm)
+    assert norm == norm.strip() and "  " not in norm
 
 
 def test_dedup_key_ignores_case_spaces_punctuation_width():
