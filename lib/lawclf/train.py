@@ -243,7 +243,8 @@ class EpochBatchSampler(Protocol):
     epoch, and the batches of an epoch must depend only on ``epoch`` and the sampler's own
     seed (never on the global RNG): that is what lets a resumed run replay the epoch it
     stopped in. ``batch_size`` and ``drop_last`` are read by Accelerate when it shards
-    batches across processes.
+    batches across processes, and an incomplete batch may only come last (Accelerate
+    drops batch pairs around a short batch met earlier).
     """
 
     batch_size: int
@@ -288,13 +289,15 @@ class LengthGroupedBatchSampler:
             perm = [i for k in range(0, len(perm), mega)
                     for i in sorted(perm[k:k + mega], key=lambda j: -self.lengths[j])]
         out = [perm[k:k + self.batch_size] for k in range(0, len(perm), self.batch_size)]
-        if self.drop_last and out and len(out[-1]) < self.batch_size:
-            out.pop()
+        # An incomplete batch stays last: Accelerate's multi-process sharding assumes so.
+        short = out.pop() if out and len(out[-1]) < self.batch_size else None
         if self.group_by_length and len(out) > 1:
             order = torch.randperm(len(out), generator=g).tolist()
             out = [out[i] for i in order]
             longest = max(range(len(out)), key=lambda b: max(self.lengths[j] for j in out[b]))
             out[0], out[longest] = out[longest], out[0]
+        if short is not None and not self.drop_last:
+            out.append(short)
         return out
 
     def __iter__(self) -> Iterator[list[int]]:

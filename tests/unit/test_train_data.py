@@ -89,6 +89,12 @@ def test_sampler_ignores_the_global_rng():
     assert list(sampler) == first
 
 
+def test_incomplete_batch_comes_last():
+    for seed in range(5):
+        batches = list(LengthGroupedBatchSampler(_lengths(1003), 16, seed=seed))
+        assert len(batches[-1]) == 1003 % 16 and all(len(b) == 16 for b in batches[:-1])
+
+
 def test_sampler_drop_last():
     sampler = LengthGroupedBatchSampler(list(range(1, 41)), 16, drop_last=True)
     assert len(list(sampler)) == len(sampler) == 2
