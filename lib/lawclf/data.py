@@ -365,8 +365,8 @@ def per_source_counts(loaded: Counter[str], kept: Counter[str], top: int = MAX_S
 
 def plot_summary(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, str]:
     """Class balance per split and text-length histogram per class, as PNGs. Returns their paths."""
-    import matplotlib
-    matplotlib.use("Agg", force=False)
+    # No matplotlib.use(): figures are only saved and closed, which works on any backend,
+    # and switching backends would break inline plots in the notebook that called us.
     import matplotlib.pyplot as plt
 
     try:  # Chinese labels need a CJK font; fall back to English rather than draw empty boxes
