@@ -21,7 +21,7 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _int_env(name: str, default: int) -> int:
+def _int_env(name: str, default: int, zero_is_auto: bool = False) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -29,6 +29,8 @@ def _int_env(name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise SystemExit(f"gunicorn.conf.py: {name} must be an integer, got {raw!r}") from None
+    if value == 0 and zero_is_auto:
+        return default
     if value < 1:
         raise SystemExit(f"gunicorn.conf.py: {name} must be at least 1, got {value}")
     return value
@@ -38,7 +40,7 @@ cores = _cpu_count()
 # Few workers, several ORT threads each: one worker per 4 cores (1 on a 2-core machine),
 # so micro-batches stay large. WEB_CONCURRENCY is the conventional override.
 workers = _int_env("WEB_CONCURRENCY", max(1, cores // 4))
-ort_threads = _int_env("LAWCLF_ORT_THREADS", max(1, cores // workers))
+ort_threads = _int_env("LAWCLF_ORT_THREADS", max(1, cores // workers), zero_is_auto=True)  # 0 = auto
 # The app reads its thread count from the environment (ServeConfig.from_env).
 os.environ["LAWCLF_ORT_THREADS"] = str(ort_threads)
 

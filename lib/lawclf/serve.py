@@ -21,6 +21,7 @@ Nothing here imports torch: the server installs with ONNX Runtime alone.
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import dataclasses
 import json
@@ -28,6 +29,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -641,6 +643,7 @@ class BackgroundServer:
         self._log_file = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.command(), env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        atexit.register(self.stop)  # a notebook kernel that stops mid-way still stops its server
         try:
             self.wait_ready()
         except BaseException:
@@ -691,6 +694,7 @@ class BackgroundServer:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         getattr(self, "_log_file", None) and self._log_file.close()
+        atexit.unregister(self.stop)
         return self.proc.returncode
 
     def __enter__(self) -> "BackgroundServer":
@@ -698,6 +702,75 @@ class BackgroundServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def config_env(cfg: ServeConfig) -> dict[str, str]:
+    """``cfg`` as the ``LAWCLF_*`` environment variables :meth:`ServeConfig.from_env` reads back."""
+    env = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        env[f"LAWCLF_{f.name.upper()}"] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return env
+
+
+def load_test(url: str, texts: Sequence[str], concurrency: int = 4, n_requests: int = 100,
+              time_limit_s: float = 60.0, path: str = "/predict") -> dict[str, Any]:
+    """A bounded closed-loop load test: ``concurrency`` clients send ``n_requests`` in all.
+
+    Each client keeps one HTTP/1.1 connection and sends its next request when the last
+    answer arrives; the run stops early at ``time_limit_s``. Returns throughput
+    (requests/s), latency percentiles (ms) and the count of errors (non-200 or failed).
+    """
+    import http.client
+    import urllib.parse
+
+    import numpy as np
+
+    parts = urllib.parse.urlsplit(url)
+    lock = threading.Lock()
+    counter = iter(range(n_requests))
+    latencies: list[float] = []
+    errors: list[str] = []
+    deadline = time.monotonic() + time_limit_s
+
+    def client() -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        while time.monotonic() < deadline:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            body = json.dumps({"content": texts[i % len(texts)]}, ensure_ascii=False).encode()
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+                err = "" if ok else f"HTTP {resp.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                ok, err = False, type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            elapsed = (time.perf_counter() - t0) * 1000
+            with lock:
+                (latencies.append(elapsed) if ok else errors.append(err))
+        conn.close()
+
+    t_start = time.perf_counter()
+    workers = [threading.Thread(target=client) for _ in range(max(1, concurrency))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t_start
+    lat = np.array(latencies) if latencies else np.array([float("nan")])
+    return {"concurrency": concurrency, "requests": len(latencies) + len(errors), "ok": len(latencies),
+            "errors": len(errors), "error_kinds": sorted(set(errors)), "seconds": round(wall, 3),
+            "throughput_rps": round(len(latencies) / wall, 2) if wall > 0 else 0.0,
+            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "timed_out": len(latencies) + len(errors) < n_requests}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -721,6 +794,8 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # a missing or corrupt model: a clear message, no traceback
         print(f"lawclf serve: cannot start: {exc}", file=sys.stderr)
         return 1
+    # SIGTERM (docker stop, BackgroundServer.stop) ends the dev server cleanly, exit code 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app.run(host=args.host, port=args.port, threaded=True)
     return 0
 

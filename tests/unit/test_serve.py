@@ -388,3 +388,44 @@ def test_importing_the_server_does_not_import_torch():
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_config_env_round_trips():
+    cfg = ServeConfig(model_dir="/m", cors_origins="https://a.example", microbatch=False, max_batch=7,
+                      microbatch_wait_ms=2.5, sentry_traces_sample_rate=0.2)
+    assert ServeConfig.from_env(serve.config_env(cfg)) == cfg
+
+
+def test_load_test_counts_latencies_and_errors():
+    """Against a stub HTTP server: every 5th request fails with a 503."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body["content"])
+            status = 503 if len(seen) % 5 == 0 else 200
+            payload = b"{}"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        stats = serve.load_test(f"http://127.0.0.1:{httpd.server_port}", ["甲", "乙"], concurrency=4, n_requests=40)
+    finally:
+        httpd.shutdown()
+    assert stats["requests"] == 40 and stats["errors"] == 8 and stats["ok"] == 32
+    assert stats["error_kinds"] == ["HTTP 503"] and not stats["timed_out"]
+    assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] and stats["throughput_rps"] > 0
+    assert set(seen) == {"甲", "乙"}
