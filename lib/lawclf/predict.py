@@ -342,6 +342,12 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=1024, help="lines read before each write (memory bound)")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = CPUs available)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this process (default); ray: an actor pool on Ray Data, also for "
+                             "Parquet, folders and globs in --input (lawclf.ray_predict)")
+    from lawclf.ray_predict import add_ray_args  # flags only: ray itself is imported on use
+
+    add_ray_args(parser)
     args = parser.parse_args(argv)
     if not args.text and not args.input:
         parser.error("give --text TEXT or --input FILE --output FILE")
@@ -360,9 +366,14 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
         output = Path(args.output)
         errors = Path(args.errors) if args.errors else output.with_name(output.stem + ".errors.jsonl")
         try:
-            counts = predict_file(predictor, args.input, output, errors, text_field=args.text_field,
-                                  chunk_size=args.chunk_size, progress=False if args.no_progress else None)
-        except FileNotFoundError as exc:
+            if args.engine == "ray":
+                from lawclf.ray_predict import run_from_args
+
+                counts = run_from_args(args, [args.input], output, errors)
+            else:
+                counts = predict_file(predictor, args.input, output, errors, text_field=args.text_field,
+                                      chunk_size=args.chunk_size, progress=False if args.no_progress else None)
+        except (FileNotFoundError, ImportError) as exc:
             print(f"lawclf predict: {exc}", file=sys.stderr)
             return 2
         print(f"{counts['predicted']} classified ({counts['legal']} legal) -> {output}; "
