@@ -338,8 +338,9 @@ def init_sentry(cfg: ServeConfig) -> bool:
     sentry_sdk.init(dsn=cfg.sentry_dsn, integrations=[FlaskIntegration()], environment=cfg.sentry_environment,
                     release=f"lawclf@{__version__}", sample_rate=cfg.sentry_sample_rate,
                     traces_sample_rate=cfg.sentry_traces_sample_rate,
-                    send_default_pii=False,  # no bodies, cookies or client IPs: posts can be personal
-                    max_request_body_size="never")
+                    # No bodies, cookies, client IPs or stack-frame variables (they hold the
+                    # texts): posts can be personal.
+                    send_default_pii=False, max_request_body_size="never", include_local_variables=False)
     return True
 
 
