@@ -266,12 +266,24 @@ class LengthGroupedBatchSampler:
     length-homogeneous (little padding) yet still random. The batch holding the longest
     text comes first, so an out-of-memory error shows at step 1, not at hour 2.
     ``group_by_length=False`` gives plain shuffled batches.
+
+    ``weights`` (one per example, e.g. ``robustness.source_balanced_weights``) turns each
+    epoch into ``num_samples`` draws with replacement in proportion to the weights
+    (what a ``WeightedRandomSampler`` does), still length-grouped and seeded.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 42, group_by_length: bool = True,
-                 mega_batch_mult: int = 50, drop_last: bool = False):
+                 mega_batch_mult: int = 50, drop_last: bool = False,
+                 weights: Optional[Sequence[float]] = None, num_samples: Optional[int] = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if weights is not None:
+            if len(weights) != len(lengths):
+                raise ValueError(f"{len(weights)} weights for {len(lengths)} examples")
+            if min(weights) < 0 or sum(weights) <= 0:
+                raise ValueError("sampling weights must be >= 0 and not all 0")
+        self.weights = None if weights is None else torch.as_tensor(list(weights), dtype=torch.float64)
+        self.num_samples = int(num_samples or len(lengths))
         self.lengths = list(lengths)
         self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
         self.mega_batch_mult, self.drop_last = mega_batch_mult, drop_last
@@ -283,7 +295,10 @@ class LengthGroupedBatchSampler:
     def batches(self, epoch: int) -> list[list[int]]:
         """All batches of ``epoch``, in order."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        if self.weights is None:
+            perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        else:
+            perm = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist()
         if self.group_by_length:
             mega = self.batch_size * max(1, self.mega_batch_mult)
             perm = [i for k in range(0, len(perm), mega)
@@ -304,7 +319,7 @@ class LengthGroupedBatchSampler:
         yield from self.batches(self.epoch)
 
     def __len__(self) -> int:
-        full, rest = divmod(len(self.lengths), self.batch_size)
+        full, rest = divmod(self.num_samples if self.weights is not None else len(self.lengths), self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
 
 
@@ -641,7 +656,7 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
 
     meta = dict(labels=list(LABELS), max_len=max_len, max_len_choice=max_len_choice, model_name=cfg.model_name,
                 version=__version__, threshold=0.5, train_config=to_dict(cfg), learning_rate=lr)
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: work in Colab, terminals and papermill (no ipywidgets needed)
 
     model.train()
     for epoch in range(state.epoch, cfg.epochs):

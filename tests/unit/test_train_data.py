@@ -95,6 +95,22 @@ def test_incomplete_batch_comes_last():
         assert len(batches[-1]) == 1003 % 16 and all(len(b) == 16 for b in batches[:-1])
 
 
+def test_weighted_sampling_follows_the_weights_and_is_seeded():
+    lengths = _lengths(400)
+    weights = [0.0] * 200 + [1.0] * 100 + [3.0] * 100
+    sampler = LengthGroupedBatchSampler(lengths, 16, seed=0, weights=weights, num_samples=4000)
+    drawn = [i for b in sampler for i in b]
+    assert len(drawn) == 4000 and len(sampler) == 250
+    assert all(i >= 200 for i in drawn)
+    heavy = sum(i >= 300 for i in drawn) / len(drawn)
+    assert 0.70 < heavy < 0.80  # 3:1 weights -> 75 %
+    assert list(sampler) == list(LengthGroupedBatchSampler(lengths, 16, seed=0, weights=weights, num_samples=4000))
+    with pytest.raises(ValueError, match="weights"):
+        LengthGroupedBatchSampler(lengths, 16, weights=[1.0])
+    with pytest.raises(ValueError, match="not all 0"):
+        LengthGroupedBatchSampler([5, 6], 16, weights=[0.0, 0.0])
+
+
 def test_sampler_drop_last():
     sampler = LengthGroupedBatchSampler(list(range(1, 41)), 16, drop_last=True)
     assert len(list(sampler)) == len(sampler) == 2
