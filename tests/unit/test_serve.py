@@ -429,3 +429,24 @@ def test_load_test_counts_latencies_and_errors():
     assert stats["error_kinds"] == ["HTTP 503"] and not stats["timed_out"]
     assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] and stats["throughput_rps"] > 0
     assert set(seen) == {"甲", "乙"}
+
+
+@pytest.mark.parametrize("method,path,kwargs", [
+    ("post", "/predict", dict(json={"content": "房东不退押金怎么办？"})),
+    ("post", "/predict", dict(json={"content": ""})),
+    ("post", "/predict", dict(data="x", content_type="text/plain")),
+    ("post", "/predict/batch", dict(json={"texts": ["一", "二"]})),
+    ("post", "/predict/batch", dict(json={"texts": []})),
+    ("get", "/healthz", {}), ("get", "/readyz", {}), ("get", "/version", {}), ("get", "/openapi.json", {}),
+])
+def test_responses_match_the_openapi_schemas(client, method, path, kwargs):
+    jsonschema = pytest.importorskip("jsonschema")
+    spec = client.get("/openapi.json").get_json()
+    resp = getattr(client, method)(path, **kwargs)
+    responses = spec["paths"][path][method]["responses"]
+    assert str(resp.status_code) in responses, f"{resp.status_code} not documented for {method.upper()} {path}"
+    documented = responses[str(resp.status_code)]
+    if "$ref" in documented:  # "#/components/responses/Error"
+        documented = spec["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
+    schema = {**spec, **documented["content"]["application/json"]["schema"]}  # refs resolve against the spec
+    jsonschema.validate(resp.get_json(), schema)
