@@ -72,3 +72,11 @@ def test_evaluate_without_a_model_says_what_to_run(tmp_path):
     write_splits(tmp_path)
     with pytest.raises(FileNotFoundError, match="lawclf train"):
         evaluate(EvalConfig(run_dir=str(tmp_path)))
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path):
+    write_splits(tmp_path)
+    # A learning rate this small changes nothing measurable: validation F1 never improves after epoch 1.
+    out = train(cfg_for(tmp_path, epochs=5, patience=2, learning_rate=1e-12, checkpoint_every=0))
+    assert out["stopped_early"] and out["epochs_run"] == 3 and out["best_epoch"] == 1
+    assert read_model_meta(RunPaths(tmp_path).model)["best_epoch"] == 1
