@@ -447,9 +447,10 @@ class ServeState:
 def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> Flask:
     """Build the Flask app; ``cfg`` defaults to :meth:`ServeConfig.from_env`.
 
-    The model is loaded here, so a missing or corrupt model fails at start-up (Gunicorn
-    with ``preload_app`` then exits non-zero). ``predictor`` replaces the ONNX predictor
-    (tests of the HTTP layer).
+    The model is loaded here, so a missing or corrupt model fails at start-up with
+    :class:`lawclf.predict.ModelLoadError` (under Gunicorn the worker fails to boot and
+    Gunicorn exits with code 3). ``predictor`` replaces the ONNX predictor (tests of the
+    HTTP layer).
     """
     cfg = cfg or ServeConfig.from_env()
     configure_logging(cfg.log_level)
