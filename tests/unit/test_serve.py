@@ -450,3 +450,28 @@ def test_responses_match_the_openapi_schemas(client, method, path, kwargs):
         documented = spec["components"]["responses"][documented["$ref"].rsplit("/", 1)[1]]
     schema = {**spec, **documented["content"]["application/json"]["schema"]}  # refs resolve against the spec
     jsonschema.validate(resp.get_json(), schema)
+
+
+def _gunicorn_conf(monkeypatch, **env) -> dict:
+    import runpy
+
+    from lawclf.config import REPO_ROOT
+
+    for name in ("WEB_CONCURRENCY", "LAWCLF_ORT_THREADS", "GUNICORN_THREADS", "GUNICORN_BIND"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(REPO_ROOT / "deploy" / "gunicorn.conf.py"))
+
+
+def test_gunicorn_conf_fits_workers_times_threads_to_the_cores(monkeypatch):
+    conf = _gunicorn_conf(monkeypatch)
+    cores = len(os.sched_getaffinity(0))
+    assert conf["worker_class"] == "gthread" and conf["preload_app"] is False and conf["accesslog"] is None
+    assert conf["workers"] == max(1, cores // 4) and conf["workers"] * conf["ort_threads"] <= max(cores, 1)
+    assert os.environ["LAWCLF_ORT_THREADS"] == str(conf["ort_threads"])  # handed to the app
+    conf = _gunicorn_conf(monkeypatch, WEB_CONCURRENCY="3", LAWCLF_ORT_THREADS="0", GUNICORN_BIND="0.0.0.0:9000")
+    assert conf["workers"] == 3 and conf["ort_threads"] == max(1, cores // 3) and conf["bind"] == "0.0.0.0:9000"
+    assert _gunicorn_conf(monkeypatch, LAWCLF_ORT_THREADS="5")["ort_threads"] == 5
+    with pytest.raises(SystemExit, match="WEB_CONCURRENCY"):
+        _gunicorn_conf(monkeypatch, WEB_CONCURRENCY="many")
