@@ -18,7 +18,7 @@ are small, tested functions used by benchmarks/quality.py (which measures each o
   legal: candidates for review (legal questions hidden in non-legal sources).
 * :func:`threshold_for_source_fpr`: a decision threshold chosen on *validation* that keeps
   every source's false-positive rate under a cap, instead of one global F1 optimum.
-* :func:`per_source_report` / :func:`binary_metrics`: the numbers quality.py prints.
+* :func:`by_source_group`: rows relabelled by source group for evaluate.per_source_metrics.
 """
 
 from __future__ import annotations
@@ -188,61 +188,12 @@ def suspected_label_noise(rows: Sequence[Mapping], oof_scores: Sequence[float],
     return sorted(idx, key=lambda i: -float(oof_scores[i]))
 
 
-# --------------------------------------------------------------------------- metrics and thresholds
+# --------------------------------------------------------------------------- per-source view and thresholds
 
 
-def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float) -> dict[str, float]:
-    """F1, precision, recall, PR-AUC (average precision), ROC-AUC, FPR and accuracy at ``threshold``."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    pred = (s >= threshold).astype(np.int64)
-    tp = int(((pred == 1) & (y == 1)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    both = len(set(y.tolist())) == 2
-    return {
-        "f1": f1, "precision": precision, "recall": recall,
-        "pr_auc": float(average_precision_score(y, s)) if both else float("nan"),
-        "roc_auc": float(roc_auc_score(y, s)) if both else float("nan"),
-        "fpr": fp / (fp + tn) if fp + tn else 0.0,
-        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
-        "threshold": float(threshold), "n": int(len(y)),
-    }
-
-
-def per_source_report(rows: Sequence[Mapping], scores: Sequence[float], threshold: float) -> dict[str, dict]:
-    """Per source group: false-positive rate (non-legal sources) or recall (legal sources)."""
-    groups = groups_of(rows)
-    out: dict[str, dict] = {}
-    for g in sorted(set(groups)):
-        idx = [i for i, gg in enumerate(groups) if gg == g]
-        labels = {int(rows[i]["label"]) for i in idx}
-        flagged = sum(1 for i in idx if float(scores[i]) >= threshold)
-        if labels == {0}:
-            out[g] = {"label": 0, "n": len(idx), "fpr": flagged / len(idx), "false_positives": flagged}
-        elif labels == {1}:
-            out[g] = {"label": 1, "n": len(idx), "recall": flagged / len(idx), "missed": len(idx) - flagged}
-        else:  # a source with both labels (custom data): report both
-            y = [int(rows[i]["label"]) for i in idx]
-            m = binary_metrics(y, [scores[i] for i in idx], threshold)
-            out[g] = {"label": -1, "n": len(idx), "fpr": m["fpr"], "recall": m["recall"]}
-    return out
-
-
-def threshold_max_f1(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """The threshold maximising F1 (ties: the higher threshold, i.e. fewer false alarms)."""
-    from sklearn.metrics import precision_recall_curve
-
-    p, r, t = precision_recall_curve(np.asarray(labels), np.asarray(scores, dtype=np.float64))
-    f1 = np.where(p[:-1] + r[:-1] > 0, 2 * p[:-1] * r[:-1] / np.maximum(p[:-1] + r[:-1], 1e-12), 0.0)
-    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
-    return float(t[best[-1]])
+def by_source_group(rows: Sequence[Mapping]) -> list[dict]:
+    """Copies of ``rows`` whose ``source`` is their :func:`source_group`, for evaluate.per_source_metrics."""
+    return [dict(r, source=g) for r, g in zip(rows, groups_of(rows))]
 
 
 def threshold_for_source_fpr(rows: Sequence[Mapping], scores: Sequence[float], max_fpr: float = 0.03,
@@ -253,9 +204,11 @@ def threshold_for_source_fpr(rows: Sequence[Mapping], scores: Sequence[float], m
     too small to estimate an FPR and do not constrain. Returns the max-F1 threshold when
     that already satisfies the cap, else the lowest threshold that does.
     """
+    from lawclf.evaluate import choose_threshold
+
     labels = [int(r["label"]) for r in rows]
     s = np.asarray(scores, dtype=np.float64)
-    best = threshold_max_f1(labels, s)
+    best = choose_threshold(labels, s, "max_f1")["threshold"]
     groups = groups_of(rows)
     floor = 0.0
     for g in set(groups):
@@ -269,5 +222,4 @@ def threshold_for_source_fpr(rows: Sequence[Mapping], scores: Sequence[float], m
 
 
 __all__ = ["source_group", "groups_of", "source_balanced_weights", "mine_hard_negatives",
-           "select_training_rows", "suspected_label_noise", "binary_metrics", "per_source_report",
-           "threshold_max_f1", "threshold_for_source_fpr"]
+           "select_training_rows", "suspected_label_noise", "by_source_group", "threshold_for_source_fpr"]

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from lawclf.robustness import (binary_metrics, mine_hard_negatives, per_source_report, select_training_rows,
-                               source_balanced_weights, source_group, suspected_label_noise,
-                               threshold_for_source_fpr, threshold_max_f1)
+from lawclf.evaluate import choose_threshold
+from lawclf.robustness import (by_source_group, mine_hard_negatives, select_training_rows, source_balanced_weights,
+                               source_group, suspected_label_noise, threshold_for_source_fpr)
 
 
 @pytest.mark.parametrize("source,group", [
@@ -77,23 +77,10 @@ def test_suspected_label_noise_lists_confident_negatives():
     assert suspected_label_noise(rows, [0.95, 0.2, 0.99, 0.99], threshold=0.9) == [2, 0]
 
 
-def test_binary_metrics_known_values():
-    m = binary_metrics([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1], threshold=0.5)
-    assert m["precision"] == 0.5 and m["recall"] == 0.5 and m["f1"] == 0.5 and m["fpr"] == 0.5
-    assert m["pr_auc"] == pytest.approx(0.8333, abs=1e-3)
-    assert np.isnan(binary_metrics([0, 0], [0.1, 0.2], 0.5)["pr_auc"])
-
-
-def test_per_source_report_fpr_and_recall():
-    rows = _rows([(0, "a", 4), (1, "l", 2)])
-    rep = per_source_report(rows, [0.9, 0.1, 0.1, 0.1, 0.8, 0.2], threshold=0.5)
-    assert rep["a"] == {"label": 0, "n": 4, "fpr": 0.25, "false_positives": 1}
-    assert rep["l"]["recall"] == 0.5 and rep["l"]["missed"] == 1
-
-
-def test_threshold_max_f1_separates_clean_scores():
-    t = threshold_max_f1([0, 0, 1, 1], [0.1, 0.3, 0.7, 0.9])
-    assert 0.3 < t <= 0.7
+def test_by_source_group_relabels_copies():
+    rows = [{"text": "t", "label": 0, "source": "o/smile:data/1.json@abc"}]
+    assert by_source_group(rows)[0]["source"] == "smile"
+    assert rows[0]["source"].startswith("o/smile")  # the input rows are untouched
 
 
 def test_threshold_for_source_fpr_raises_threshold_for_noisy_source():
@@ -104,5 +91,5 @@ def test_threshold_for_source_fpr_raises_threshold_for_noisy_source():
     assert t > 0.65
     flagged = sum(s >= t for s in scores[50:100])
     assert flagged / 50 <= 0.03
-    assert threshold_for_source_fpr(rows, scores, max_fpr=0.5) == threshold_max_f1(
-        [r["label"] for r in rows], scores)
+    assert threshold_for_source_fpr(rows, scores, max_fpr=0.5) == choose_threshold(
+        [r["label"] for r in rows], scores)["threshold"]
