@@ -80,3 +80,10 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     out = train(cfg_for(tmp_path, epochs=5, patience=2, learning_rate=1e-12, checkpoint_every=0))
     assert out["stopped_early"] and out["epochs_run"] == 3 and out["best_epoch"] == 1
     assert read_model_meta(RunPaths(tmp_path).model)["best_epoch"] == 1
+
+
+def test_gradient_accumulation_steps_the_optimizer_every_k_batches(tmp_path):
+    write_splits(tmp_path)  # 80 texts / batch 8 = 10 batches per epoch
+    out = train(cfg_for(tmp_path, epochs=2, grad_accum_steps=3, checkpoint_every=0))
+    # 10 batches in groups of 3: steps after batches 3, 6, 9 and at the epoch's end (10)
+    assert [h["optimizer_steps"] for h in out["history"]] == [4, 8]
