@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import shutil
 import sys
 import time
@@ -156,8 +157,14 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
 
     # The optimiser's fused nodes have no type information for some weights; without
     # DefaultTensorType quantize_dynamic fails with "Unable to find data type for weight_name".
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # hides "consider pre-processing": that advice is for static quantisation
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    finally:
+        root.setLevel(level)
     return Path(dst)
 
 
