@@ -268,3 +268,16 @@ def test_predict_file_streams(predictor, tmp_path):
         for last in fh:
             pass
     assert json.loads(last)["id"] == n - 1
+
+
+def test_cli_subprocess_exit_codes(onnx_dir, tmp_path):
+    """Through the real entry point: 1 when a line failed, 2 when the model folder is unusable."""
+    src = _write(tmp_path / "posts.jsonl", ['{"text": "合同纠纷"}', "not json"])
+    cmd = [sys.executable, "-m", "lawclf", "predict", "--model", str(onnx_dir), "--input", str(src),
+           "--output", str(tmp_path / "out.jsonl"), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{src}:2: bad JSON" in proc.stderr
+    assert len((tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+    proc = subprocess.run(cmd[:5] + [str(tmp_path / "nope")] + cmd[6:], capture_output=True, text=True)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
