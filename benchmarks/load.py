@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0))
     print(f"[load] model {model_dir} ({args.shape if not args.model_dir else 'given'}), {cores} cores, "
           f"{platform.processor() or platform.machine()}, levels {args.levels}", flush=True)
+    print(f"[load] load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "lawclf-load"
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -105,7 +106,8 @@ def main(argv=None) -> int:
         print(f"\ngoal (micro-batching, {GOAL['concurrency']} clients): >= {GOAL['throughput_rps']:.0f} pred/s "
               f"with p95 <= {GOAL['p95_ms']:.0f} ms -> {goal_row['throughput_rps']:.1f} pred/s, "
               f"p95 {goal_row['p95_ms']:.0f} ms: {'met' if ok else 'NOT met'}")
-    print(f"[load] done in {time.perf_counter() - t0:.0f}s; server logs in {log_dir}")
+    print(f"[load] done in {time.perf_counter() - t0:.0f}s; load average after: "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; server logs in {log_dir}")
     if args.json:
         Path(args.json).write_text(json.dumps({"cores": cores, "shape": args.shape, "rows": rows}, indent=2))
     return 0
