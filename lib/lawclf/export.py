@@ -299,7 +299,7 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     max_len = min(max_len, int(model.config.max_position_embeddings))
     texts, labels, source = parity_texts(cfg.run_dir, cfg.parity_max_texts)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (FP32_FILE, INT8_FILE, RAW_FILE):
+    for stale in (FP32_FILE, INT8_FILE, RAW_FILE, config.MODEL_META_FILE):  # nothing left from an older export
         (out_dir / stale).unlink(missing_ok=True)
 
     t0 = time.perf_counter()
