@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 from lawclf.config import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 from _procs import need_binary
 from lawclf.config import REPO_ROOT
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from _serve_fixtures import serve_model_dir  # noqa: F401 (pytest fixtures)
 from lawclf.config import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,7 +1,8 @@
-"""Fixtures for tests that start real processes: Gunicorn, Nginx, Chromium.
+"""Fixtures for the serving tests that start real processes (Gunicorn, Nginx, Chromium).
 
-A missing system binary skips the test with the install command, except in CI
-(``CI=true``), where .ci/run installs them and their absence is a failure.
+Imported by name into each test module (``from _serve_fixtures import gunicorn_server, ...``)
+rather than kept in a conftest.py: a second module named ``conftest`` would shadow
+tests/conftest.py for the tests that import ``copy_run`` from it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ def serve_model_dir(request) -> Path:
     return RunPaths(request.getfixturevalue("exported_run_dir")).onnx
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gunicorn_server(serve_model_dir, tmp_path_factory):
-    """One real Gunicorn (deploy/gunicorn.conf.py) serving the tiny model for the whole session."""
+    """A real Gunicorn (deploy/gunicorn.conf.py) serving the tiny model for one test module."""
     from lawclf.serve import BackgroundServer
 
     log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
