@@ -282,9 +282,11 @@ def _run(ray: Any, model_dir: str, files: list[str], output_path: Path, errors_p
         errors_path.write_text("", encoding="utf-8")
         return counts
     # One block per chunk, so the chunks spread over the actors. Reading is light: 0 CPUs
-    # reserved, so the actor pool can hold every core without starving the tasks feeding it.
+    # reserved, so the actor pool can hold every core without starving the tasks feeding it;
+    # and a fixed number of readers, since 0-CPU tasks would otherwise each get a worker process.
+    readers = max(2, actors // 4)
     ds = (ray.data.from_items(chunks, override_num_blocks=len(chunks))
-          .flat_map(read_chunk, num_cpus=0)
+          .flat_map(read_chunk, num_cpus=0, compute=ray.data.TaskPoolStrategy(size=readers))
           .map_batches(ScoreBatch, batch_size=batch_size, batch_format="numpy", num_cpus=threads,
                        compute=ray.data.ActorPoolStrategy(size=actors),
                        fn_constructor_kwargs=dict(model_dir=model_dir, model_file=model_file,
