@@ -283,7 +283,7 @@ def test_microbatcher_groups_concurrent_requests_and_returns_each_its_results():
     for i in range(16):
         assert [r["score"] for r in results[i]] == [FakePredictor.score("x" * (i + 1))] * (1 + i % 3)
     assert sum(fake.calls) == sum(1 + i % 3 for i in range(16))
-    assert len(fake.calls) < 8, f"expected grouped calls, got batch sizes {fake.calls}"
+    assert len(fake.calls) <= 10, f"expected grouped calls, got batch sizes {fake.calls}"
     assert max(fake.calls) <= 64 + 3
 
 
