@@ -59,6 +59,9 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
                415: "unsupported_media_type", 429: "too_many_requests"}
 _EXT = "lawclf"
+#: Model metadata that GET /version shows (the rest, e.g. training config with local paths, stays private).
+PUBLIC_META_KEYS = ("labels", "max_len", "model_name", "version", "threshold", "threshold_choice", "test_metrics",
+                    "opset", "inputs", "output", "files", "default_file", "optimized", "exported_at")
 
 
 class ApiError(Exception):
@@ -544,7 +547,8 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
 
     @app.get("/version")
     def version() -> Response:
-        return _json({"model_version": holder.version, "model": holder.meta, "lawclf": __version__,
+        public = {k: v for k, v in holder.meta.items() if k in PUBLIC_META_KEYS}  # no training paths
+        return _json({"model_version": holder.version, "model": public, "lawclf": __version__,
                       "microbatch": cfg.microbatch, "max_text_chars": cfg.max_text_chars,
                       "max_batch": cfg.max_batch})
 

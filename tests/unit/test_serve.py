@@ -213,6 +213,14 @@ def test_health_ready_version(client):
     assert version["model_version"] == "test-1" and version["model"]["labels"] == ["non_legal", "legal"]
 
 
+def test_version_hides_private_metadata():
+    fake = FakePredictor()
+    fake.meta = {**FakePredictor.meta, "train_config": {"run_dir": "/home/me/secret-run"}}
+    body = make_client(fake).get("/version").get_json()
+    assert body["model"]["threshold"] == 0.5 and "train_config" not in body["model"]
+    assert "secret-run" not in json.dumps(body)
+
+
 def test_readyz_is_503_when_the_batching_thread_died():
     app = serve.create_app(ServeConfig(), predictor=FakePredictor())
     client = app.test_client()
