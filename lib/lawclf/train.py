@@ -564,6 +564,37 @@ def save_best_model(accelerator, model, tokenizer, paths: RunPaths, meta: dict) 
     accelerator.wait_for_everyone()
 
 
+def _build_model(accelerator, cfg: TrainConfig, rows: Sequence[dict], paths: RunPaths):
+    """``(tokenizer, model)``; with several processes and ``tiny``, the main process's for all.
+
+    The WordPiece trainer breaks frequency ties in hash-map order, which differs from one
+    process to the next, so each process of a distributed run would get its own vocabulary
+    (and embedding size, which DDP rejects). The main process builds it and the others load it.
+    """
+    def build():
+        return build_or_load(cfg.model_name, [r["text"] for r in rows],
+                             TinySpec(layers=cfg.tiny_layers, hidden=cfg.tiny_hidden, heads=cfg.tiny_heads,
+                                      vocab_size=cfg.tiny_vocab_size), seed=cfg.seed)
+
+    if accelerator.num_processes == 1 or model_kind(cfg.model_name) != TINY:
+        return build()
+    from lawclf.modeling import load_pretrained
+
+    shared = paths.run_dir / ".tiny-init"  # the run folder is on storage every process sees
+    if accelerator.is_main_process:
+        tokenizer, model = build()
+        shutil.rmtree(shared, ignore_errors=True)
+        tokenizer.save_pretrained(str(shared))
+        model.save_pretrained(str(shared))
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        tokenizer, model = load_pretrained(str(shared))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(shared, ignore_errors=True)
+    return tokenizer, model
+
+
 def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
           sample_weights: Optional[Sequence[float]] = None,
           batch_sampler_factory: Optional[Callable[[Sequence[dict], Sequence[int], TrainConfig], EpochBatchSampler]] = None,
@@ -602,10 +633,7 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     if not rows or not val_rows:
         raise ValueError(f"{paths.splits}: the train and validation splits must not be empty")
 
-    tokenizer, model = build_or_load(
-        cfg.model_name, [r["text"] for r in rows],
-        TinySpec(layers=cfg.tiny_layers, hidden=cfg.tiny_hidden, heads=cfg.tiny_heads,
-                 vocab_size=cfg.tiny_vocab_size), seed=cfg.seed)
+    tokenizer, model = _build_model(accelerator, cfg, rows, paths)
     lengths = token_lengths(tokenizer, [r["text"] for r in rows])
     cap = min(512, int(getattr(model.config, "max_position_embeddings", 512)))
     if cfg.max_len > 0:
