@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="tiny", help="comma list of tiny, m3e, or local model dirs; '' = baselines only")
     p.add_argument("--recipes", default="plain,robust", help=f"comma list of {', '.join(RECIPES)}")
     p.add_argument("--bert-recipes", default="", help="recipes for non-tiny models (default: --recipes)")
+    p.add_argument("--baselines", default=True, action=argparse.BooleanOptionalAction,
+                   help="run the keyword-filter and TF-IDF baselines (--no-baselines: models only)")
     p.add_argument("--holdout", default="smile", help="non-legal source group(s) to hold out, comma list ('' = none)")
     p.add_argument("--holdout-recipe", default="robust", help="recipe of the neural models retrained for the held-out check")
     p.add_argument("--max-len", type=int, default=64)
@@ -279,9 +281,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def without(rows, h):
         return [r for r, g in zip(rows, groups_of(rows)) if h not in g]
 
-    def only(rows, h):
-        return [r for r, g in zip(rows, groups_of(rows)) if h in g]
-
     # ------------------------------------------------------------ baselines
     def run_baselines(train_rows, val_rows, label):
         x, y = [r["text"] for r in train_rows], [int(r["label"]) for r in train_rows]
@@ -306,11 +305,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         res.append(tf_res)
         return res
 
-    print("baselines (full train split) …", flush=True)
-    results += run_baselines(train_all, val_all, "")
-    for h in holdouts:
-        for r in run_baselines(without(train_all, h), without(val_all, h), f" -{h}"):
-            holdout_results.append(_holdout_view(r, h))
+    if args.baselines:
+        print("baselines (full train split) …", flush=True)
+        results += run_baselines(train_all, val_all, "")
+        for h in holdouts:
+            for r in run_baselines(without(train_all, h), without(val_all, h), f" -{h}"):
+                holdout_results.append(_holdout_view(r, h))
 
     # ------------------------------------------------------------ neural models
     models = [m for m in args.models.split(",") if m]
