@@ -43,22 +43,40 @@ def model_kind(model_name: str) -> str:
     return "hub"
 
 
+def character_vocab(texts: Iterable[str], vocab_size: int = 6000, min_frequency: int = 1) -> dict[str, int]:
+    """A character-level WordPiece vocabulary: special tokens, then characters by frequency.
+
+    Chinese is one token per character (as in bert-base-chinese); a Latin word is spelt as its
+    first character plus ``##``-continuation characters. Built by counting, with ties broken by
+    the token itself, so the same texts always give the same vocabulary (the ``tokenizers``
+    WordPiece trainer does not: its ties depend on hash order, which broke resume and DDP).
+    """
+    from collections import Counter
+
+    normalizer, pre_tokenizer = _bert_normalizer(), _bert_pre_tokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[word[0]] += 1
+            counts.update("##" + ch for ch in word[1:])
+    ranked = sorted((tok for tok, n in counts.items() if n >= min_frequency), key=lambda t: (-counts[t], t))
+    tokens = SPECIAL_TOKENS + ranked[: max(0, vocab_size - len(SPECIAL_TOKENS))]
+    return {tok: i for i, tok in enumerate(tokens)}
+
+
 def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 6000, min_frequency: int = 1):
-    """Train a BERT-style WordPiece tokenizer on ``texts`` and wrap it as a transformers fast tokenizer.
+    """Build a BERT-style character WordPiece tokenizer on ``texts``, wrapped as a transformers fast tokenizer.
 
     The BERT normaliser puts spaces around every CJK character, so Chinese ends up one
-    token per character (as in bert-base-chinese) while Latin words get sub-words.
+    token per character; the vocabulary comes from :func:`character_vocab` (deterministic).
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                strip_accents=False, lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##")
-    tok.train_from_iterator(list(texts), trainer=trainer)
+    vocab = character_vocab(texts, vocab_size=vocab_size, min_frequency=min_frequency)
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = _bert_normalizer()
+    tok.pre_tokenizer = _bert_pre_tokenizer()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -71,6 +89,18 @@ def train_wordpiece_tokenizer(texts: Iterable[str], vocab_size: int = 6000, min_
         # Same inputs as bert-base-chinese's tokenizer, so export and serving see one interface.
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
+
+
+def _bert_normalizer():
+    from tokenizers import normalizers
+
+    return normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=True)
+
+
+def _bert_pre_tokenizer():
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.BertPreTokenizer()
 
 
 def build_tiny(texts: Iterable[str], spec: Optional[TinySpec] = None, seed: int = 42):

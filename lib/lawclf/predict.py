@@ -30,6 +30,7 @@ from typing import IO, Any, Iterable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from lawclf.config import LABELS, MODEL_META_FILE
+from lawclf.data import normalise_text
 
 #: Graph inputs, always fed all three (int64, shape [batch, sequence]). token_type_ids is all
 #: zeros for one text, but BERT adds its segment embedding, so it is part of the interface.
@@ -166,11 +167,16 @@ class Predictor:
 
     # ------------------------------------------------------------------ inference
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, truncated at ``max_len`` (special tokens included), not padded."""
+        """Token ids of each text, truncated at ``max_len`` (special tokens included), not padded.
+
+        Each text first gets the data stage's normalisation (NFKC, whitespace), exactly as the
+        training texts did: otherwise full-width punctuation typed by a user would reach the
+        model as tokens it never saw in training.
+        """
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
-        return [enc.ids for enc in self.tokenizer.encode_batch(list(texts))]
+        return [enc.ids for enc in self.tokenizer.encode_batch([normalise_text(t) for t in texts])]
 
     def pad_batch(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Pad a batch to its longest member (never to a fixed length) and build all three inputs."""

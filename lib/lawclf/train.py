@@ -42,6 +42,7 @@ from torch.nn import functional as F
 from lawclf import __version__
 from lawclf.config import LABELS, RunPaths, TrainConfig, add_config_args, config_from_args, to_dict, write_model_meta
 from lawclf.modeling import TINY, TinySpec, build_or_load, model_kind
+from lawclf.data import normalise_text
 
 logger = logging.getLogger(__name__)
 
@@ -369,8 +370,12 @@ def make_eval_loader(texts: Sequence[str], labels: Sequence[int], tokenizer, max
 @torch.no_grad()
 def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_len: int = 128,
                   device: Optional[str | torch.device] = None) -> np.ndarray:
-    """P(legal) for each text, batched in order of length (little padding), in input order."""
-    texts = list(texts)
+    """P(legal) for each text, batched in order of length (little padding), in input order.
+
+    Texts get the data stage's normalisation first, as the training texts did (and as the
+    ONNX Predictor does), so raw input such as full-width punctuation scores the same.
+    """
+    texts = [normalise_text(t) for t in texts]
     if not texts:
         return np.zeros(0, dtype=np.float64)
     device = torch.device(device) if device is not None else next(model.parameters()).device
