@@ -28,13 +28,6 @@ def char_bigrams(text: str) -> list[str]:
     return [text[i:i + 2] for i in range(len(text) - 1)]
 
 
-def jieba_words(text: str) -> list[str]:
-    """jieba words of two or more characters (single characters carry little topic)."""
-    import jieba
-
-    return [w for w in jieba.lcut(text) if len(w.strip()) >= 2]
-
-
 def log_odds_table(texts: Sequence[str], labels: Sequence[int], tokenize: Tokenize = char_bigrams,
                    min_count: int = 5, prior: float = 0.5) -> list[tuple[str, float, int, int]]:
     """``(word, log_odds, legal_docs, nonlegal_docs)`` sorted most legal-leaning first.
@@ -148,5 +141,5 @@ def out_of_fold_scores(texts: Sequence[str], labels: Sequence[int], folds: int =
     return scores
 
 
-__all__ = ["char_bigrams", "jieba_words", "log_odds_table", "KeywordFilter", "TfidfCharLR",
+__all__ = ["char_bigrams", "log_odds_table", "KeywordFilter", "TfidfCharLR",
            "out_of_fold_scores"]
