@@ -460,11 +460,15 @@ class TrainerState:
 StepCallback = Callable[[TrainerState], None]
 
 
-def run_fingerprint(cfg: TrainConfig, rows: Sequence[dict], weights: Optional[Sequence[float]]) -> str:
-    """Hash of everything that must match for a checkpoint to be resumed (config + train data)."""
+def run_fingerprint(cfg: TrainConfig, rows: Sequence[dict], weights: Optional[Sequence[float]],
+                    processes: int = 1) -> str:
+    """Hash of everything that must match for a checkpoint to be resumed (config + train data +
+    process count: a checkpoint's sampler position and per-process RNG states only mean
+    something with the same number of processes)."""
     h = hashlib.sha256()
     ignore = {"resume", "checkpoint_every", "run_dir"}
-    h.update(json.dumps({k: v for k, v in to_dict(cfg).items() if k not in ignore}, sort_keys=True).encode())
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in ignore}
+    h.update(json.dumps({**settings, "processes": processes}, sort_keys=True).encode())
     for r in rows:
         h.update(f"{r['label']}\t{r['text']}\n".encode("utf-8"))
     if weights is not None:
@@ -670,7 +674,7 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
         model, optimizer, train_loader, val_loader, scheduler)
     loss_fn = make_loss(cfg)
 
-    fingerprint = run_fingerprint(cfg, rows, weights)
+    fingerprint = run_fingerprint(cfg, rows, weights, processes=accelerator.num_processes)
     state = load_resumable_state(paths, fingerprint) if cfg.resume else None
     if state is not None:
         accelerator.load_state(str(_latest_checkpoint(paths)))  # also restores every RNG
@@ -836,7 +840,10 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     cfg = config_from_args(TrainConfig, parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = train(cfg)
-    print(json.dumps({k: v for k, v in summary.items() if k != "history"}, ensure_ascii=False, indent=2))
+    from accelerate import PartialState  # set up by train(): under `accelerate launch`, report once
+
+    if PartialState().is_main_process:
+        print(json.dumps({k: v for k, v in summary.items() if k != "history"}, ensure_ascii=False, indent=2))
     return 0
 
 

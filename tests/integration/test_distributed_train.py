@@ -107,6 +107,7 @@ def test_two_processes_write_one_model(runs):
         "random_states_0.pkl", "random_states_1.pkl"]
     # The main process alone reports (one line per epoch, not one per process).
     assert output.count("[train] epoch 1:") == 1
+    assert output.count('"best_epoch"') == 1, "`lawclf train` printed its summary once per process"
     assert "2 process(es)" in output
 
 

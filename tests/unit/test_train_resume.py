@@ -106,3 +106,15 @@ def test_changed_config_does_not_resume_a_foreign_checkpoint(tmp_path, capsys):
     out = train(cfg_for(tmp_path, epochs=1, learning_rate=1e-3))
     assert "resuming" not in capsys.readouterr().out
     assert out["history"][0]["optimizer_steps"] == 10
+
+
+def test_fingerprint_depends_on_the_process_count(tmp_path):
+    """A checkpoint written by 2 processes (per-process RNG states, a sharded sampler position)
+    must not be resumed by 1 process, or the other way round."""
+    from lawclf.train import run_fingerprint
+
+    rows = [{"text": "合同纠纷", "label": 1}, {"text": "今天天气", "label": 0}]
+    cfg = cfg_for(tmp_path)
+    assert run_fingerprint(cfg, rows, None) == run_fingerprint(cfg, rows, None, processes=1)
+    assert run_fingerprint(cfg, rows, None, processes=2) != run_fingerprint(cfg, rows, None, processes=1)
+    assert run_fingerprint(cfg, rows[:1], None) != run_fingerprint(cfg, rows, None)
