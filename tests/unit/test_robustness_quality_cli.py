@@ -47,3 +47,26 @@ def test_evaluate_scores_reports_both_thresholds_and_worst_source(quality):
     assert res["max_f1"]["worst_source"] in {"x", "y"}
     fixed = quality.evaluate_scores(val, val_scores, val, val_scores, 0.03, fixed_threshold=0.5)
     assert set(fixed) == {"rule"} and fixed["rule"]["per_source"]["x"]["false_positives"] == 1
+
+
+def test_goals_judge_the_best_model_against_the_baselines_best_threshold(quality):
+    def metrics(f1, pr_auc, worst=0.01):
+        return {"f1": f1, "pr_auc": pr_auc, "max_source_fpr": worst}
+
+    tfidf = {"name": "tfidf-char-lr", "kind": "baseline",
+             "test": {"max_f1": metrics(0.93, 0.981), "fpr_cap": metrics(0.91, 0.981)}}
+    weak = {"name": "tiny:plain", "kind": "model", "model": "tiny",
+            "test": {"max_f1": metrics(0.95, 0.97), "fpr_cap": metrics(0.90, 0.97)}}
+    strong = {"name": "m3e:robust", "kind": "model", "model": "m3e",
+              "test": {"max_f1": metrics(0.94, 0.987), "fpr_cap": metrics(0.92, 0.987, worst=0.04)}}
+    held = [{"model": "m3e", "holdout": {"fpr_cap": {"fpr": 0.2}}}]
+    goals = quality._goals([tfidf, weak, strong], held, max_fpr=0.03)
+    assert goals["best_model"] == "m3e:robust"  # by F1 at the fpr_cap threshold
+    assert goals["f1>=0.95"] == (0.92, False)
+    assert goals["pr_auc>=0.98"] == (0.987, True)
+    assert goals["every source fpr<=0.03"] == (0.04, False)
+    assert goals["held-out fpr<=0.03"] == (0.2, False)
+    # 0.92 beats the baseline's fpr_cap F1 (0.91) but not its best threshold (0.93): not ahead.
+    assert goals["beats tfidf f1"] == (0.93, False)
+    assert goals["beats tfidf pr_auc"] == (0.981, True)
+    assert quality._goals([tfidf], [], 0.03) == {"note": "no model trained"}
