@@ -7,12 +7,13 @@ RUN_DIR ?= runs/sample
 PARAMS ?= notebooks/params/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast serve clean help
+.PHONY: setup run test test-fast lint serve clean help
 
 help:
 	@echo "make run    - set up, then run the notebook series on the embedded sample (ends with an ONNX model)"
 	@echo "make test   - set up, then run the whole test suite (notebooks, integration tests included)"
 	@echo "make test-fast - unit and data tests only (seconds)"
+	@echo "make lint   - ruff (lint, import order) and mypy (lib/) - what CI runs before the tests"
 	@echo "make serve  - serve $(RUN_DIR)/onnx with Gunicorn on http://127.0.0.1:8000"
 
 setup: $(VENV)/.installed
@@ -31,6 +32,10 @@ run: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check lib tests benchmarks scripts
+	$(VENV)/bin/mypy
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow and not notebook and not integration" $(PYTEST_ARGS)

@@ -118,7 +118,7 @@ def bench_shape(shape: str, args: argparse.Namespace) -> dict:
     latency: dict[str, dict[int, dict[str, float]]] = {e: {} for e in ENGINES}
     for seq in args.seq_lens:
         text = text_of_tokens(seq)
-        ms = interleaved({e: (lambda e=e: engines[e]([text])) for e in ENGINES}, reps, args.warmup)
+        ms = interleaved({e: (lambda e=e, text=text: engines[e]([text])) for e in ENGINES}, reps, args.warmup)
         for e in ENGINES:
             latency[e][seq] = {"p50": percentile(ms[e], 50), "p95": percentile(ms[e], 95)}
         print(f"[{shape}] seq {seq}: " + ", ".join(f"{e} {latency[e][seq]['p50']:.1f} ms" for e in ENGINES),

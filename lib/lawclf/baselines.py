@@ -13,9 +13,8 @@ the same shape as the neural model's scores, so one metrics function serves all.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -29,29 +28,26 @@ def char_bigrams(text: str) -> list[str]:
 
 
 def log_odds_table(texts: Sequence[str], labels: Sequence[int], tokenize: Tokenize = char_bigrams,
-                   min_count: int = 5, prior: float = 0.5) -> list[tuple[str, float, int, int]]:
+                   min_count: int = 5, prior_scale: float = 0.1) -> list[tuple[str, float, int, int]]:
     """``(word, log_odds, legal_docs, nonlegal_docs)`` sorted most legal-leaning first.
 
-    Counts are document frequencies (a word repeated in one post counts once) with
-    additive smoothing ``prior``; log-odds compare the share of legal vs non-legal
-    documents containing the word, so the class sizes do not matter.
+    Counts are document frequencies (a word repeated in one post counts once); the
+    log-odds are the project's one implementation, :func:`lawclf.keywords.log_odds_dirichlet`
+    (weighted log-odds with an informative Dirichlet prior), here over those counts.
     """
+    from lawclf.keywords import log_odds_dirichlet
+
     if len(texts) != len(labels):
         raise ValueError(f"texts and labels differ in length: {len(texts)} vs {len(labels)}")
-    pos, neg = Counter(), Counter()
     n_pos = sum(1 for y in labels if int(y) == 1)
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_pos == len(labels):
         raise ValueError("log-odds need both legal (1) and non-legal (0) texts")
+    pos: Counter[str] = Counter()
+    neg: Counter[str] = Counter()
     for text, y in zip(texts, labels):
         (pos if int(y) == 1 else neg).update(set(tokenize(text)))
-    table = []
-    for word in set(pos) | set(neg):
-        a, b = pos[word], neg[word]
-        if a + b < min_count:
-            continue
-        lo = math.log((a + prior) / (n_pos - a + prior)) - math.log((b + prior) / (n_neg - b + prior))
-        table.append((word, lo, a, b))
+    stats = log_odds_dirichlet(pos, neg, prior_scale)
+    table = [(w, delta, pos[w], neg[w]) for w, (delta, _z) in stats.items() if pos[w] + neg[w] >= min_count]
     table.sort(key=lambda r: (-r[1], r[0]))
     return table
 
@@ -122,7 +118,7 @@ class TfidfCharLR:
 
 
 def out_of_fold_scores(texts: Sequence[str], labels: Sequence[int], folds: int = 5, seed: int = 42,
-                       make_model: Callable[[], object] = TfidfCharLR) -> np.ndarray:
+                       make_model: Callable[[], Any] = TfidfCharLR) -> np.ndarray:
     """P(legal) for every training text from a model that never saw it (k-fold).
 
     A non-legal text that a model trained on *other* texts still scores high is a hard

@@ -10,6 +10,8 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from lawclf.config import ConfigError
+
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("lawclf.sample", "write the embedded sample data set (data/sample)"),
@@ -18,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("lawclf.train", "fine-tune the classifier (notebook 03)"),
     "evaluate": ("lawclf.evaluate", "evaluate on the test split, choose the threshold (notebook 04)"),
     "export": ("lawclf.export", "export to ONNX, validate, quantise (notebook 05)"),
-    "predict": ("lawclf.predict", "classify texts or a JSONL file with the ONNX model"),
+    "predict": ("lawclf.predict_cli", "classify texts or a JSONL file with the ONNX model"),
     "serve": ("lawclf.serve", "run the HTTP API and demo page (development server)"),
     "collect": ("lawclf.collect", "collect data: V2EX crawler, Q&A importer, JSONL export"),
 }
@@ -41,7 +43,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"lawclf: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[command][0])
-    return int(module.cli(rest) or 0)
+    try:
+        return int(module.cli(rest) or 0)
+    except ConfigError as exc:  # a bad parameter: say which, no traceback
+        print(f"lawclf {command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
+import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, ClassVar, Optional, TypeVar
 
 #: Repository root when running from a checkout (lib/lawclf/config.py -> repo).
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +40,11 @@ DEFAULT_RUN_DIR = "runs/sample"
 #: Label ids are fixed project-wide: 0 = not a legal question, 1 = legal consultation.
 LABELS: tuple[str, str] = ("non_legal", "legal")
 LABEL_NAMES_ZH: tuple[str, str] = ("非法律", "法律咨询")
+
+#: Training-set recipes (``TrainConfig.recipe``; implemented in lawclf.robustness.apply_recipe).
+RECIPES: tuple[str, ...] = ("plain", "balanced", "hardneg", "robust")
+#: Threshold strategies (``EvalConfig.threshold_strategy``; implemented in lawclf.metrics.choose_threshold).
+THRESHOLD_STRATEGIES: tuple[str, ...] = ("max_f1", "target_precision", "fpr_cap")
 
 #: Name of the sidecar JSON kept with a model (labels, max_len, threshold, version).
 MODEL_META_FILE = "lawclf_meta.json"
@@ -80,9 +88,49 @@ class RunPaths:
         return self.splits / f"{split}.jsonl"
 
 
+class ConfigError(ValueError):
+    """A configuration value is out of range or of the wrong type; the message names the field."""
+
+
+class _Checked:
+    """Checks run when a config is built, so a bad value fails before any work, naming the field.
+
+    Subclasses list allowed values in ``_choices`` and inclusive ``(low, high)`` bounds
+    (``None`` = open) in ``_ranges``; every field's type is checked too (an int is accepted
+    for a float field).
+    """
+
+    _choices: ClassVar[dict[str, tuple]] = {}
+    _ranges: ClassVar[dict[str, tuple[Optional[float], Optional[float]]]] = {}
+
+    def __post_init__(self) -> None:
+        cls = type(self)
+        name = cls.__name__
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value, tp = getattr(self, f.name), _field_type(cls, f)
+            if tp is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                object.__setattr__(self, f.name, value)
+            ok = isinstance(value, tp) and not (tp in (int, float) and isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"{name}.{f.name}: expected {tp.__name__}, got {value!r}")
+        for field_name, allowed in cls._choices.items():
+            if getattr(self, field_name) not in allowed:
+                raise ConfigError(f"{name}.{field_name}: must be one of {', '.join(map(str, allowed))}, "
+                                  f"got {getattr(self, field_name)!r}")
+        for field_name, (low, high) in cls._ranges.items():
+            value = getattr(self, field_name)
+            if (low is not None and value < low) or (high is not None and value > high):
+                bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+                raise ConfigError(f"{name}.{field_name}: must be in {bounds}, got {value!r}")
+
+
 @dataclass
-class DataConfig:
+class DataConfig(_Checked):
     """Loading, validation, normalisation and splitting (notebook 01, ``lawclf prepare``)."""
+
+    _ranges = {"min_chars": (0, None), "max_chars": (1, None), "val_fraction": (0.0, 0.9),
+               "test_fraction": (0.0, 0.9), "max_per_class": (0, None)}
 
     run_dir: str = DEFAULT_RUN_DIR
     #: Folder holding ``legal.jsonl`` and ``nonlegal.jsonl``; empty = the embedded sample.
@@ -105,11 +153,17 @@ class DataConfig:
     seed: int = 42
     #: Cap per class (0 = no cap); handy for quick experiments on big corpora.
     max_per_class: int = 0
+    #: Comma-separated source groups (lawclf.metrics.source_group names, or a part of one) kept out
+    #: of train and validation: all their rows go to test, to measure a source the model never saw.
+    holdout_sources: str = ""
 
 
 @dataclass
-class KeywordConfig:
+class KeywordConfig(_Checked):
     """Keyword statistics and word clouds (notebook 02, ``lawclf keywords``)."""
+
+    _ranges = {"top_k": (1, None), "min_count": (1, None), "wordcloud_max_words": (1, None),
+               "prior_scale": (1e-9, None)}
 
     run_dir: str = DEFAULT_RUN_DIR
     #: A TTF/OTF/TTC font with CJK glyphs; empty = search common system fonts.
@@ -128,8 +182,19 @@ class KeywordConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Checked):
     """Model and training loop (notebook 03, ``lawclf train``)."""
+
+    _choices = {"loss": ("focal", "ce"), "mixed_precision": ("auto", "no", "fp16", "bf16"),
+                "metric": ("f1", "loss", "accuracy", "precision", "recall", "pr_auc", "roc_auc"), "recipe": RECIPES}
+    _ranges = {"max_len": (0, 512), "batch_size": (1, None), "epochs": (1, None), "learning_rate": (0.0, None),
+               "weight_decay": (0.0, None), "warmup_ratio": (0.0, 1.0), "grad_clip": (0.0, None),
+               "grad_accum_steps": (1, None), "focal_alpha": (0.0, 1.0), "focal_gamma": (0.0, None),
+               "patience": (0, None), "checkpoint_every": (0, None), "max_train_samples": (0, None),
+               "recipe_negatives": (0, None), "recipe_positives": (0, None), "negatives_per_source": (0, None),
+               "hard_fraction": (0.0, 1.0), "noise_threshold": (0.0, 1.0), "oof_folds": (2, None),
+               "tiny_layers": (1, None), "tiny_hidden": (8, None), "tiny_heads": (1, None),
+               "tiny_vocab_size": (16, None)}
 
     run_dir: str = DEFAULT_RUN_DIR
     #: Hub name (``bert-base-chinese``), a local save_pretrained directory, or ``tiny``
@@ -162,6 +227,22 @@ class TrainConfig:
     seed: int = 42
     #: 0 = use all; otherwise subsample the train split (quick runs).
     max_train_samples: int = 0
+    #: Which train rows the model sees (lawclf.robustness.apply_recipe): plain = all of them;
+    #: balanced = non-legal rows spread evenly over source groups; hardneg = balanced plus the
+    #: most legal-looking non-legal rows (out-of-fold TF-IDF); robust = hardneg without suspected label noise.
+    recipe: str = "plain"
+    #: Non-legal train rows the recipe keeps (0 = all).
+    recipe_negatives: int = 0
+    #: Legal train rows the recipe keeps, spread over sources (0 = all).
+    recipe_positives: int = 0
+    #: Most non-legal rows taken from any one source group (0 = no cap).
+    negatives_per_source: int = 0
+    #: Share of the recipe's non-legal rows that are hard negatives (hardneg, robust).
+    hard_fraction: float = 0.3
+    #: robust: leave out non-legal rows the out-of-fold model rates legal with P at least this.
+    noise_threshold: float = 0.9
+    #: Folds of the out-of-fold TF-IDF model that finds hard negatives and suspected noise.
+    oof_folds: int = 3
     #: Tiny mode architecture.
     tiny_layers: int = 2
     tiny_hidden: int = 128
@@ -170,13 +251,24 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_Checked):
     """Test-split evaluation and threshold choice (notebook 04, ``lawclf evaluate``)."""
 
+    _choices = {"threshold_strategy": THRESHOLD_STRATEGIES}
+    _ranges = {"target_precision": (0.0, 1.0), "max_source_fpr": (0.0, 1.0), "min_source_rows": (1, None),
+               "eval_batch_size": (1, None), "n_errors": (0, None), "calibration_bins": (1, None)}
+
     run_dir: str = DEFAULT_RUN_DIR
-    #: ``max_f1`` or ``target_precision`` (chosen on the validation split, never on test).
+    #: How the validation split chooses the threshold (never the test split): max_f1 = best F1;
+    #: target_precision = lowest threshold reaching TARGET_PRECISION; fpr_cap = best F1 with every
+    #: non-legal source group's false-positive rate at most MAX_SOURCE_FPR.
     threshold_strategy: str = "max_f1"
+    #: target_precision: the precision to reach.
     target_precision: float = 0.95
+    #: fpr_cap: the highest false-positive rate allowed on any non-legal source group.
+    max_source_fpr: float = 0.03
+    #: fpr_cap: groups with fewer validation negatives than this are too small to constrain.
+    min_source_rows: int = 20
     #: Inference batch size (named apart from training's BATCH_SIZE: notebooks share parameters).
     eval_batch_size: int = 64
     n_errors: int = 20
@@ -186,8 +278,10 @@ class EvalConfig:
 
 
 @dataclass
-class ExportConfig:
+class ExportConfig(_Checked):
     """ONNX export, validation and quantisation (notebook 05, ``lawclf export``)."""
+
+    _ranges = {"opset": (14, None), "atol": (0.0, None), "parity_max_texts": (0, None)}
 
     run_dir: str = DEFAULT_RUN_DIR
     #: The save_pretrained folder to export; empty = <run_dir>/model.
@@ -206,7 +300,7 @@ class ExportConfig:
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(_Checked):
     """HTTP service settings, read from ``LAWCLF_*`` environment variables (see from_env)."""
 
     model_dir: str = "runs/sample/onnx"
@@ -247,7 +341,7 @@ class ServeConfig:
 
 
 @dataclass
-class CollectConfig:
+class CollectConfig(_Checked):
     """Optional data collection: V2EX crawler, Q&A importer, JSONL export (notebook 00, ``lawclf collect``)."""
 
     #: SQLAlchemy URL: a SQLite file (zero set-up) or ``postgresql+psycopg://user:pw@host/db``.
@@ -319,23 +413,84 @@ def _parse_value(tp: Any, raw: str, name: str) -> Any:
         raise ValueError(f"{name}: expected {tp.__name__}, got {raw!r}") from exc
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's ``#:`` comment (the lines just above it), joined: the CLI's help texts."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):  # no source (a frozen build): flags keep their defaults only
+        return {}
+    docs: dict[str, str] = {}
+    pending: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+            continue
+        match = re.match(r"\s+([a-z]\w*)\s*:[^=]+=", line)
+        if match and pending:
+            docs[match.group(1)] = " ".join(pending)
+        pending = []
+    return docs
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--field-name`` flag per dataclass field, defaulting to the field default."""
+    """Add ``--config FILE.yaml`` and one ``--field-name`` flag per dataclass field.
+
+    The help text is the field's ``#:`` comment and its default. Flags left out keep the
+    value from ``--config`` (the YAML papermill reads: ``NAME: value``), else the default.
+    """
+    if "config" not in {a.dest for a in parser._actions}:
+        parser.add_argument("--config", dest="config", default=None, metavar="FILE.yaml",
+                            help="parameters as in a notebook's parameters cell (NAME: value, the file "
+                                 "`python -m lawclf.nbrun --params` reads); flags given here win")
+    docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         tp = _field_type(cls, f)
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = f"{docs.get(f.name, '')} (default: {default!r})".strip().replace("%", "%%")
         if tp is bool:
-            parser.add_argument(flag, dest=f.name, default=default,
-                                action=argparse.BooleanOptionalAction, help=f"(default: {default})")
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
+                                action=argparse.BooleanOptionalAction, help=help_)
         else:
-            parser.add_argument(flag, dest=f.name, type=tp, default=default, help=f"(default: {default!r})")
+            parser.add_argument(flag, dest=f.name, type=tp, default=argparse.SUPPRESS, help=help_)
+
+
+def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML file of ``NAME: value`` parameters (as papermill and nbrun read them)."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: parameter file not found")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of NAME: value, got {type(loaded).__name__}")
+    return {str(k): v for k, v in loaded.items()}
 
 
 def config_from_args(cls: type[ConfigT], ns: argparse.Namespace) -> ConfigT:
-    """Build a config dataclass from parsed flags added by :func:`add_config_args`."""
+    """Build a config from flags added by :func:`add_config_args` (flags > ``--config`` file > defaults).
+
+    Names in the file that belong to another stage's config are ignored (one file drives the
+    whole series); a name no config knows is reported on stderr, since it is probably a typo.
+    """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in vars(ns).items() if k in names})
+    values: dict[str, Any] = {}
+    config_file = getattr(ns, "config", None)
+    if config_file:
+        known = {f.name for c in ALL_CONFIGS for f in dataclasses.fields(c)}
+        for key, value in load_params_file(config_file).items():
+            name = key.lower()
+            if name in names:
+                values[name] = value
+            elif name not in known:
+                print(f"{config_file}: {key} is not a parameter of any lawclf stage; ignored", file=sys.stderr)
+    values.update({k: v for k, v in vars(ns).items() if k in names})
+    return cls(**values)
 
 
 def config_from_params(cls: type[ConfigT], params: typing.Mapping[str, Any]) -> ConfigT:
@@ -346,6 +501,10 @@ def config_from_params(cls: type[ConfigT], params: typing.Mapping[str, Any]) -> 
     """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return cls(**{k.lower(): v for k, v in params.items() if k.isupper() and k.lower() in names})
+
+
+#: Every config class, so a parameter file's names can be told apart from typos.
+ALL_CONFIGS: tuple[type, ...] = (DataConfig, KeywordConfig, TrainConfig, EvalConfig, ExportConfig, ServeConfig, CollectConfig)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -387,6 +546,7 @@ __all__ = [
     "REPO_ROOT", "SAMPLE_DATA_DIR", "DEFAULT_RUN_DIR", "LABELS", "LABEL_NAMES_ZH", "MODEL_META_FILE",
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
+    "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "ALL_CONFIGS", "field_docs", "load_params_file",
     "add_config_args", "config_from_args", "config_from_params", "to_dict", "record_results",
     "read_results", "read_model_meta", "write_model_meta", "field",
 ]

@@ -23,17 +23,25 @@ import hashlib
 import json
 import os
 import random
-import re
 import sys
 import time
-import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from lawclf.config import LABEL_NAMES_ZH, LABELS, SAMPLE_DATA_DIR, DataConfig, RunPaths, add_config_args, \
-    config_from_args, to_dict
+from lawclf.config import (
+    LABEL_NAMES_ZH,
+    LABELS,
+    SAMPLE_DATA_DIR,
+    DataConfig,
+    RunPaths,
+    add_config_args,
+    config_from_args,
+    to_dict,
+)
+from lawclf.metrics import source_group
+from lawclf.text import dedup_key, normalise_text
 
 SPLITS = ("train", "validation", "test")
 LEGAL_FILE, NONLEGAL_FILE = "legal.jsonl", "nonlegal.jsonl"
@@ -46,26 +54,9 @@ LABEL_VALUES: dict[str, int] = {
     "1": 1, "legal": 1, "法律": 1, "法律咨询": 1,
 }
 
-_WHITESPACE = re.compile(r"\s+")
-# Everything that is not a letter or digit: spaces, punctuation, symbols, underscore.
-_NOT_WORD = re.compile(r"[\W_]+")
-
 
 class DataError(ValueError):
     """Bad input data; the message starts with ``path:line:`` so an editor can jump there."""
-
-
-# --------------------------------------------------------------------------- text helpers
-
-def normalise_text(text: str) -> str:
-    """Unicode NFKC (full-width -> half-width, compatibility forms), collapse whitespace, strip."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
-
-
-def dedup_key(text: str) -> str:
-    """Key under which two texts count as the same post: NFKC, case-folded, and with
-    spaces, punctuation and symbols removed ("借钱不还！" == "借钱 不还")."""
-    return _NOT_WORD.sub("", unicodedata.normalize("NFKC", text).casefold())
 
 
 def parse_label(value: Any) -> Optional[int]:
@@ -332,6 +323,20 @@ def stratified_split(records: list[Record], val_fraction: float, test_fraction: 
     return out
 
 
+def split_holdout(records: list[Record], holdout_sources: str) -> tuple[list[Record], list[Record]]:
+    """``(kept, held_out)``: records whose source group contains one of the comma-separated
+    names are held out (they go to the test split only). An unknown name is an error."""
+    names = [n.strip() for n in holdout_sources.split(",") if n.strip()]
+    if not names:
+        return records, []
+    groups = [source_group(r.source) for r in records]
+    for name in names:
+        if not any(name in g for g in groups):
+            raise DataError(f"holdout_sources: {name!r} matches no source group; groups: {sorted(set(groups))}")
+    held = [any(n in g for n in names) for g in groups]
+    return [r for r, h in zip(records, held) if not h], [r for r, h in zip(records, held) if h]
+
+
 def row_id(text: str) -> str:
     """Stable id of a text: the same text gets the same id in every run."""
     return hashlib.sha1(dedup_key(text).encode("utf-8")).hexdigest()[:12]
@@ -453,7 +458,9 @@ def prepare(cfg: DataConfig, plots: bool = True) -> dict:
     if len({r.label for r in kept}) < 2:
         raise DataError("after cleaning, only one class is left "
                         f"({dict(Counter(LABELS[r.label] for r in kept))}): a classifier needs both")
+    kept, held_out = split_holdout(kept, cfg.holdout_sources)
     splits = stratified_split(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    splits["test"].extend(held_out)
 
     paths = RunPaths(cfg.run_dir)
     out = paths.splits

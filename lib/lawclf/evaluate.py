@@ -19,144 +19,42 @@ import argparse
 import json
 import logging
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from lawclf.config import (LABEL_NAMES_ZH, LABELS, EvalConfig, RunPaths, add_config_args, config_from_args,
-                           read_model_meta, to_dict, write_model_meta)
+from lawclf.config import (
+    LABEL_NAMES_ZH,
+    LABELS,
+    EvalConfig,
+    RunPaths,
+    add_config_args,
+    config_from_args,
+    read_model_meta,
+    to_dict,
+    write_model_meta,
+)
+from lawclf.metrics import (
+    ArrayLike,
+    binary_metrics,
+    calibration,
+    choose_threshold,
+    groups_of,
+    per_source_metrics,
+    worst_source_fpr,
+)
+from lawclf.probes import load_probes, probe_report
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-PROBES_RESOURCE = "probes.jsonl"
 
 
 # --------------------------------------------------------------------------- metrics
 
 
-def binary_metrics(labels: Sequence[int], scores: Sequence[float], threshold: float) -> dict[str, float]:
-    """Accuracy, precision, recall, F1, FPR at ``threshold`` plus threshold-free ROC-AUC and PR-AUC.
-
-    A text is called legal when its score is ``>= threshold``. AUCs are NaN when only one
-    class is present (they are undefined then).
-    """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    if y.shape != s.shape:
-        raise ValueError(f"labels ({y.shape}) and scores ({s.shape}) differ in shape")
-    pred = (s >= threshold).astype(np.int64)
-    tp = int(((pred == 1) & (y == 1)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum())
-    fn = int(((pred == 0) & (y == 1)).sum())
-    tn = int(((pred == 0) & (y == 0)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    both = len(np.unique(y)) == 2
-    return {
-        "accuracy": (tp + tn) / len(y) if len(y) else 0.0,
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "fpr": fp / (fp + tn) if fp + tn else 0.0,
-        "roc_auc": float(roc_auc_score(y, s)) if both else float("nan"),
-        "pr_auc": float(average_precision_score(y, s)) if both else float("nan"),
-        "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-        "threshold": float(threshold), "n": int(len(y)),
-    }
-
-
-def choose_threshold(labels: Sequence[int], scores: Sequence[float], strategy: str = "max_f1",
-                     target_precision: float = 0.95) -> dict[str, Any]:
-    """Pick the decision threshold on *validation* scores.
-
-    ``max_f1``: the threshold with the highest F1 (ties: the higher threshold, fewer false alarms).
-    ``target_precision``: the lowest threshold whose precision reaches ``target_precision``
-    (so recall is as high as that precision allows); when no threshold reaches it, falls
-    back to max F1 and says so (``reached: False``).
-
-    Returns ``{"threshold", "strategy", "precision", "recall", "f1", "reached"?}`` on these scores.
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    y = np.asarray(labels, dtype=np.int64)
-    s = np.asarray(scores, dtype=np.float64)
-    if len(np.unique(y)) < 2:
-        raise ValueError("choose_threshold needs both classes in the validation labels")
-    p, r, t = precision_recall_curve(y, s)
-    p, r = p[:-1], r[:-1]  # the last point (recall 0) has no threshold
-    f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0.0)
-    best_f1 = int(np.flatnonzero(f1 >= f1.max() - 1e-12)[-1])
-    info: dict[str, Any] = {"strategy": strategy}
-    if strategy == "max_f1":
-        i = best_f1
-    elif strategy == "target_precision":
-        ok = np.flatnonzero(p >= target_precision)
-        info["target_precision"] = target_precision
-        info["reached"] = bool(len(ok))
-        i = int(ok[0]) if len(ok) else best_f1  # thresholds ascend: the first is the lowest
-        if not len(ok):
-            logger.warning("no threshold reaches precision %.3f on validation; using max F1", target_precision)
-    else:
-        raise ValueError(f"threshold_strategy must be 'max_f1' or 'target_precision', got {strategy!r}")
-    info.update(threshold=float(t[i]), precision=float(p[i]), recall=float(r[i]), f1=float(f1[i]))
-    return info
-
-
-def calibration(labels: Sequence[int], scores: Sequence[float], n_bins: int = 10) -> dict[str, Any]:
-    """Reliability table and Expected Calibration Error of P(legal).
-
-    Scores fall in ``n_bins`` equal-width bins over [0, 1]; in each bin compare the mean
-    predicted probability with the observed fraction of legal texts. ECE is the
-    size-weighted mean of |observed - predicted|: 0 means "70 % sure" is right 70 % of the time.
-    """
-    y = np.asarray(labels, dtype=np.float64)
-    s = np.asarray(scores, dtype=np.float64)
-    # Bin k holds scores in [k/n, (k+1)/n); a score of exactly 1.0 goes into the last bin.
-    idx = np.minimum((s * n_bins).astype(np.int64), n_bins - 1)
-    bins, ece = [], 0.0
-    for k in range(n_bins):
-        mask = idx == k
-        n = int(mask.sum())
-        if not n:
-            continue
-        conf, frac = float(s[mask].mean()), float(y[mask].mean())
-        ece += n / len(s) * abs(frac - conf)
-        bins.append({"lower": k / n_bins, "upper": (k + 1) / n_bins, "n": n,
-                     "mean_score": conf, "fraction_legal": frac})
-    return {"ece": float(ece), "n_bins": n_bins, "bins": bins}
-
-
-def per_source_metrics(rows: Sequence[Mapping], scores: Sequence[float], threshold: float) -> dict[str, dict]:
-    """Metrics per ``source`` value ({} when the data has a single source).
-
-    A source usually holds one class only, so what matters there is its false-positive
-    rate (non-legal sources) or its recall (legal sources); precision and F1 are given
-    only for sources holding both classes, and undefined rates are None.
-    """
-    sources = [str(r.get("source") or "unknown") for r in rows]
-    if len(set(sources)) < 2:
-        return {}
-    out = {}
-    for src in sorted(set(sources)):
-        idx = [i for i, x in enumerate(sources) if x == src]
-        m = binary_metrics([rows[i]["label"] for i in idx], [scores[i] for i in idx], threshold)
-        positives, negatives = m["tp"] + m["fn"], m["fp"] + m["tn"]
-        out[src] = {
-            "n": m["n"], "positives": positives, "accuracy": m["accuracy"],
-            "recall": m["recall"] if positives else None, "fpr": m["fpr"] if negatives else None,
-            "false_positives": m["fp"], "false_negatives": m["fn"],
-        }
-        if positives and negatives:
-            out[src].update(precision=m["precision"], f1=m["f1"])
-    return out
-
-
-def worst_errors(rows: Sequence[Mapping], scores: Sequence[float], threshold: float, n: int = 20) -> dict[str, list]:
+def worst_errors(rows: Sequence[Mapping], scores: ArrayLike, threshold: float, n: int = 20) -> dict[str, list]:
     """The most confident mistakes: false positives by highest score, false negatives by lowest."""
     s = np.asarray(scores, dtype=np.float64)
     fp = [i for i, r in enumerate(rows) if int(r["label"]) == 0 and s[i] >= threshold]
@@ -168,48 +66,6 @@ def worst_errors(rows: Sequence[Mapping], scores: Sequence[float], threshold: fl
 
     return {"false_positives": table(sorted(fp, key=lambda i: -s[i])),
             "false_negatives": table(sorted(fn, key=lambda i: s[i]))}
-
-
-def load_probes(path: Optional[str | os.PathLike[str]] = None) -> list[dict]:
-    """The probe questions (``{"text", "label", "kind"}`` per line); [] when the file is absent."""
-    if path:
-        source = Path(path)
-        if not source.exists():
-            raise FileNotFoundError(f"probe file {source} not found")
-        text = source.read_text(encoding="utf-8")
-    else:
-        res = resources.files("lawclf").joinpath("resources", PROBES_RESOURCE)
-        if not res.is_file():
-            return []
-        text = res.read_text(encoding="utf-8")
-        source = Path(str(res))
-    probes = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            probes.append({"text": str(row["text"]), "label": int(row["label"]), "kind": str(row.get("kind", ""))})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{source}:{lineno}: bad probe line ({exc}): {line[:80]!r}") from exc
-    return probes
-
-
-def probe_report(probes: Sequence[Mapping], scores: Sequence[float], threshold: float) -> dict[str, Any]:
-    """Each probe with its score and whether the model gets it right; accuracy overall and per kind."""
-    items = []
-    for p, score in zip(probes, scores):
-        pred = int(score >= threshold)
-        items.append({**p, "score": float(score), "predicted": pred, "correct": pred == int(p["label"])})
-    kinds: dict[str, list[bool]] = {}
-    for it in items:
-        kinds.setdefault(it["kind"] or "-", []).append(it["correct"])
-    return {
-        "n": len(items),
-        "accuracy": float(np.mean([it["correct"] for it in items])) if items else float("nan"),
-        "per_kind": {k: {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(kinds.items())},
-        "items": items,
-    }
 
 
 # --------------------------------------------------------------------------- plots
@@ -287,7 +143,7 @@ def plot_score_hist(labels, scores, threshold: float, out: Path, chinese: bool) 
     y, s = np.asarray(labels), np.asarray(scores)
     names = LABEL_NAMES_ZH if chinese else LABELS
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    bins = np.linspace(0, 1, 26)
+    bins = np.linspace(0, 1, 26).tolist()
     for cls in (0, 1):
         ax.hist(s[y == cls], bins=bins, alpha=0.6, label=names[cls])
     ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:.3f}")
@@ -322,8 +178,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     import torch
 
     from lawclf.data import load_split
+    from lawclf.inference import predict_proba
     from lawclf.modeling import load_pretrained
-    from lawclf.train import predict_proba
 
     paths = RunPaths(cfg.run_dir)
     if not (paths.model / "config.json").exists():
@@ -341,7 +197,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     val_rows, test_rows = load_split(cfg.run_dir, "validation"), load_split(cfg.run_dir, "test")
     val_y = [int(r["label"]) for r in val_rows]
     val_s = score([r["text"] for r in val_rows])
-    chosen = choose_threshold(val_y, val_s, cfg.threshold_strategy, cfg.target_precision)
+    chosen = choose_threshold(val_y, val_s, cfg.threshold_strategy, cfg.target_precision,
+                              sources=groups_of(val_rows), max_source_fpr=cfg.max_source_fpr,
+                              min_source_rows=cfg.min_source_rows)
     threshold = chosen["threshold"]
 
     test_y = np.array([int(r["label"]) for r in test_rows])
@@ -360,6 +218,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "score_histogram": plot_score_hist(test_y, test_s, threshold, paths.reports / "score_histogram.png", chinese),
     }
 
+    per_source = per_source_metrics(test_rows, test_s, threshold)
+    worst = worst_source_fpr(per_source)
     headline = {k: test[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc")}
     results = {
         **headline,
@@ -373,7 +233,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "validation": binary_metrics(val_y, val_s, threshold),
         "confusion_matrix": [[test["tn"], test["fp"]], [test["fn"], test["tp"]]],
         "calibration": cal,
-        "per_source": per_source_metrics(test_rows, test_s, threshold),
+        "per_source": per_source,
+        "max_source_fpr": worst[0],
+        "worst_source": worst[1],
         "errors": worst_errors(test_rows, test_s, threshold, cfg.n_errors),
         "probes": probe,
         "plots": {k: str(v) for k, v in plots.items()},

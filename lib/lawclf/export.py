@@ -36,7 +36,15 @@ import numpy as np
 
 from lawclf import config
 from lawclf.config import ExportConfig, RunPaths, read_model_meta
-from lawclf.predict import FP32_FILE, INPUT_NAMES, INT8_FILE, ONNX_META_KEY, OUTPUT_NAME, Predictor
+from lawclf.metrics import binary_metrics
+from lawclf.predict import (
+    FP32_FILE,
+    INPUT_NAMES,
+    INT8_FILE,
+    ONNX_META_KEY,
+    OUTPUT_NAME,
+    Predictor,
+)
 
 #: Tokenizer files copied next to the ONNX model (those that exist).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -128,13 +136,13 @@ def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], 
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    cases = []
+    cases: list[dict[str, Any]] = []
     for name, batch_texts in parity_cases(texts):
         batch = encode(tokenizer, batch_texts, max_len)
         diff = float(np.abs(sess.run([OUTPUT_NAME], batch)[0] - torch_logits(model, batch)).max())
         cases.append({"case": name, "batch": len(batch_texts), "seq_len": int(batch["input_ids"].shape[1]),
                       "max_abs_diff": diff})
-    worst = max(c["max_abs_diff"] for c in cases)
+    worst = max(float(c["max_abs_diff"]) for c in cases)
     if not worst <= atol:  # also catches NaN
         raise AssertionError(f"{Path(onnx_path).name}: ONNX logits differ from PyTorch by {worst:.3g} "
                              f"(> atol {atol}); cases: {cases}")
@@ -181,13 +189,6 @@ def set_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def binary_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    tp = int(((y_pred == 1) & (y_true == 1)).sum())
-    fp = int(((y_pred == 1) & (y_true == 0)).sum())
-    fn = int(((y_pred == 0) & (y_true == 1)).sum())
-    return 0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn)
-
-
 def compare_files(onnx_dir: str | Path, texts: Sequence[str], labels: Optional[Sequence[int]],
                   reference: str = FP32_FILE, candidate: str = INT8_FILE, threads: int = 0) -> dict[str, Any]:
     """Candidate vs reference through the real :class:`Predictor`: agreement, F1 of each, score diff, sizes."""
@@ -213,7 +214,7 @@ def compare_files(onnx_dir: str | Path, texts: Sequence[str], labels: Optional[S
     report["size_ratio"] = round(report["size_mb"][reference] / max(report["size_mb"][candidate], 1e-9), 2)
     if labels is not None:
         y = np.asarray(labels, dtype=int)
-        f1_ref, f1_cand = binary_f1(y, (p_ref >= thr).astype(int)), binary_f1(y, (p_cand >= thr).astype(int))
+        f1_ref, f1_cand = binary_metrics(y, p_ref, thr)["f1"], binary_metrics(y, p_cand, thr)["f1"]
         report.update(f1={reference: f1_ref, candidate: f1_cand}, f1_diff=f1_cand - f1_ref)
     return report
 

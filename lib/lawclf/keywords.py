@@ -30,7 +30,14 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Union
 
-from lawclf.config import LABEL_NAMES_ZH, LABELS, KeywordConfig, RunPaths, add_config_args, config_from_args
+from lawclf.config import (
+    LABEL_NAMES_ZH,
+    LABELS,
+    KeywordConfig,
+    RunPaths,
+    add_config_args,
+    config_from_args,
+)
 from lawclf.fonts import FontNotFoundError, find_cjk_font, setup_matplotlib
 
 if TYPE_CHECKING:  # pandas is imported lazily: `lawclf --help` should stay fast

@@ -11,26 +11,24 @@ A model folder (``runs/<name>/onnx``, written by :func:`lawclf.export.export`) h
     >>> p.predict("公司拖欠工资怎么办？")
     {'label': 'legal', 'is_legal': True, 'score': 0.97, 'threshold': 0.42}
 
-Batch screening of a JSONL file (bounded memory, every input field kept)::
-
-    lawclf predict --model runs/sample/onnx --input posts.jsonl --output predictions.jsonl
+Batch screening of a JSONL file (bounded memory, every input field kept) is
+:func:`predict_file`; the ``lawclf predict`` command is :mod:`lawclf.predict_cli`.
 
 This module must never import torch or transformers: the server image has neither.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import IO, Any, Optional, Sequence, Union
 
 import numpy as np
 
 from lawclf.config import LABELS, MODEL_META_FILE
-from lawclf.data import normalise_text
+from lawclf.text import normalise_text
 
 #: Graph inputs, always fed all three (int64, shape [batch, sequence]). token_type_ids is all
 #: zeros for one text, but BERT adds its segment embedding, so it is part of the interface.
@@ -263,15 +261,72 @@ def with_prediction(record: dict, result: dict[str, Any]) -> dict:
     return out
 
 
+#: Status of each input line in :func:`score_lines`.
+OK, ERROR, BLANK = "ok", "error", "blank"
+
+
+def error_record(file: str, line: int, reason: str, raw: bytes) -> dict[str, Any]:
+    """The one error-record schema of batch scoring, whichever engine: ``{"file", "line", "error", "raw"}``."""
+    return {"file": file, "line": line, "error": reason, "raw": raw.decode("utf-8", errors="replace")}
+
+
+def score_lines(predictor: Predictor, file: str, lines: Sequence[tuple[int, bytes]],
+                text_field: str = "text") -> list[tuple[str, str, bool]]:
+    """The batch-scoring core of both engines (``predict_file`` and the Ray actors).
+
+    ``lines`` are ``(line number, raw line without its newline)``. Returns, per line,
+    ``(status, output JSON, is_legal)``: ``ok`` with the scored record, ``error`` with an
+    :func:`error_record`, or ``blank`` (counted, never an error) with an empty string.
+    """
+    out: list[tuple[str, str, bool]] = [(BLANK, "", False)] * len(lines)
+    good: list[int] = []
+    records: list[dict] = []
+    for i, (number, raw) in enumerate(lines):
+        if not raw.strip():
+            continue
+        record, reason = parse_line(raw, text_field)
+        if record is None:
+            out[i] = (ERROR, json.dumps(error_record(file, number, str(reason), raw), ensure_ascii=False), False)
+        else:
+            good.append(i)
+            records.append(record)
+    if records:
+        scores = predictor.predict_proba([r[text_field] for r in records])
+        for i, record, score in zip(good, records, scores):
+            result = predictor.result(float(score))
+            out[i] = (OK, json.dumps(with_prediction(record, result), ensure_ascii=False), result["is_legal"])
+    return out
+
+
+def write_scored(results: Sequence[tuple[str, str, bool]], lines: Sequence[tuple[str, int]], out: IO[str],
+                 err: IO[str], counts: dict[str, int], log: IO[str], max_logged_errors: int) -> None:
+    """Write :func:`score_lines` results (``lines``: their ``(file, line)``), count them, log the first errors."""
+    for (status, payload, legal), (file, number) in zip(results, lines):
+        counts["lines"] += 1
+        if status == OK:
+            counts["predicted"] += 1
+            counts["legal"] += bool(legal)
+            out.write(payload + "\n")
+        elif status == ERROR:
+            counts["errors"] += 1
+            if counts["errors"] <= max_logged_errors:
+                print(f"{file}:{number}: {json.loads(payload)['error']}", file=log)
+            err.write(payload + "\n")
+        else:
+            counts["blank"] += 1
+    out.flush()
+    err.flush()
+
+
 def predict_file(predictor: Predictor, input_path: Union[str, os.PathLike[str]],
                  output_path: Union[str, os.PathLike[str]], errors_path: Union[str, os.PathLike[str]],
                  text_field: str = "text", chunk_size: int = 1024, progress: Optional[bool] = None,
                  log: Optional[IO[str]] = None, max_logged_errors: int = 20) -> dict[str, int]:
     """Classify a JSONL file line by line in chunks; bad lines go to ``errors_path``, none is dropped.
 
-    Memory stays bounded by ``chunk_size`` records whatever the file size; results are
+    Memory stays bounded by ``chunk_size`` lines whatever the file size; results are
     written (and flushed) after each chunk, in input order. Each error record is
-    ``{"line": N, "error": reason, "raw": the line as read}``. Blank lines are counted, not errors.
+    :func:`error_record`. Blank lines are counted, not errors.
 
     Returns counts: ``lines``, ``predicted``, ``errors``, ``blank``, ``legal``.
     """
@@ -284,18 +339,12 @@ def predict_file(predictor: Predictor, input_path: Union[str, os.PathLike[str]],
     output_path.parent.mkdir(parents=True, exist_ok=True)
     errors_path.parent.mkdir(parents=True, exist_ok=True)
     counts = {"lines": 0, "predicted": 0, "errors": 0, "blank": 0, "legal": 0}
-    pending: list[dict] = []
+    name = str(input_path)
+    pending: list[tuple[int, bytes]] = []
 
-    def flush(out: IO[str]) -> None:
-        if not pending:
-            return
-        scores = predictor.predict_proba([r[text_field] for r in pending])
-        for record, score in zip(pending, scores):
-            result = predictor.result(float(score))
-            counts["legal"] += result["is_legal"]
-            out.write(json.dumps(with_prediction(record, result), ensure_ascii=False) + "\n")
-        counts["predicted"] += len(pending)
-        out.flush()
+    def flush(out: IO[str], err: IO[str]) -> None:
+        results = score_lines(predictor, name, pending, text_field)
+        write_scored(results, [(name, n) for n, _ in pending], out, err, counts, log, max_logged_errors)
         pending.clear()
 
     with input_path.open("rb") as src, output_path.open("w", encoding="utf-8") as out, \
@@ -304,89 +353,15 @@ def predict_file(predictor: Predictor, input_path: Union[str, os.PathLike[str]],
                  disable=(not progress) if progress is not None else None, file=log) as bar:
         for number, raw in enumerate(src, start=1):
             bar.update(len(raw))
-            counts["lines"] = number
-            body = raw.rstrip(b"\r\n")
-            if not body.strip():
-                counts["blank"] += 1
-                continue
-            record, reason = parse_line(body, text_field)
-            if record is None:
-                counts["errors"] += 1
-                if counts["errors"] <= max_logged_errors:
-                    print(f"{input_path}:{number}: {reason}", file=log)
-                err.write(json.dumps({"line": number, "error": reason,
-                                      "raw": body.decode("utf-8", errors="replace")}, ensure_ascii=False) + "\n")
-                err.flush()
-                continue
-            pending.append(record)
+            pending.append((number, raw.rstrip(b"\r\n")))
             if len(pending) >= chunk_size:
-                flush(out)
-        flush(out)
+                flush(out, err)
+        flush(out, err)
     if counts["errors"] > max_logged_errors:
         print(f"... {counts['errors'] - max_logged_errors} more bad lines, see {errors_path}", file=log)
     return counts
 
 
-# --------------------------------------------------------------------------- CLI
-def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """``lawclf predict``: one text (``--text``) or a JSONL file (``--input/--output``).
-
-    Exit codes: 0 all lines classified, 1 some input lines failed (see the error file),
-    2 usage or model-loading error.
-    """
-    parser = argparse.ArgumentParser(
-        prog="lawclf predict", description="Classify texts with the exported ONNX model (no torch needed).",
-        epilog="example: lawclf predict --model runs/sample/onnx --input posts.jsonl --output predictions.jsonl")
-    parser.add_argument("--model", required=True, help="ONNX folder (runs/<name>/onnx) or its run folder")
-    parser.add_argument("--model-file", default=None, help=f"file in the folder (default {INT8_FILE}, else {FP32_FILE})")
-    parser.add_argument("--text", action="append", help="a text to classify (repeatable); prints JSON lines")
-    parser.add_argument("--input", help="JSONL file, one object a line with a text field")
-    parser.add_argument("--output", help="JSONL file to write: every input field + label, score, is_legal")
-    parser.add_argument("--errors", help="JSONL file for bad input lines (default: <output>.errors.jsonl)")
-    parser.add_argument("--text-field", default="text", help="name of the text field (default: text)")
-    parser.add_argument("--batch-size", type=int, default=32, help="texts per ONNX Runtime call")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="lines read before each write (memory bound)")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = CPUs available)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: this process (default); ray: an actor pool on Ray Data, also for "
-                             "Parquet, folders and globs in --input (lawclf.ray_predict)")
-    from lawclf.ray_predict import add_ray_args  # flags only: ray itself is imported on use
-
-    add_ray_args(parser)
-    args = parser.parse_args(argv)
-    if not args.text and not args.input:
-        parser.error("give --text TEXT or --input FILE --output FILE")
-    if args.input and not args.output:
-        parser.error("--input needs --output")
-    try:
-        predictor = Predictor(args.model, model_file=args.model_file, threads=args.threads,
-                              batch_size=args.batch_size)
-    except ModelLoadError as exc:
-        print(f"lawclf predict: {exc}", file=sys.stderr)
-        return 2
-    if args.text:
-        for text, result in zip(args.text, predictor.predict(args.text)):
-            print(json.dumps({"text": text, **result}, ensure_ascii=False))
-    if args.input:
-        output = Path(args.output)
-        errors = Path(args.errors) if args.errors else output.with_name(output.stem + ".errors.jsonl")
-        try:
-            if args.engine == "ray":
-                from lawclf.ray_predict import run_from_args
-
-                counts = run_from_args(args, [args.input], output, errors)
-            else:
-                counts = predict_file(predictor, args.input, output, errors, text_field=args.text_field,
-                                      chunk_size=args.chunk_size, progress=False if args.no_progress else None)
-        except (FileNotFoundError, ImportError) as exc:
-            print(f"lawclf predict: {exc}", file=sys.stderr)
-            return 2
-        print(f"{counts['predicted']} classified ({counts['legal']} legal) -> {output}; "
-              f"{counts['errors']} bad lines -> {errors}; {counts['blank']} blank lines skipped", file=sys.stderr)
-        return 1 if counts["errors"] else 0
-    return 0
-
-
-__all__ = ["Predictor", "ModelLoadError", "predict_file", "parse_line", "with_prediction", "default_threads",
-           "resolve_model_dir", "INPUT_NAMES", "FP32_FILE", "INT8_FILE", "TOKENIZER_FILE", "cli"]
+__all__ = ["Predictor", "ModelLoadError", "predict_file", "score_lines", "write_scored", "error_record",
+           "parse_line", "with_prediction", "default_threads", "resolve_model_dir", "INPUT_NAMES", "FP32_FILE",
+           "INT8_FILE", "TOKENIZER_FILE", "OK", "ERROR", "BLANK"]

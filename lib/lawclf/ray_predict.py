@@ -36,10 +36,9 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterable, Optional, Sequence, Union
 
-from lawclf.predict import Predictor, parse_line, with_prediction
+from lawclf.predict import Predictor, score_lines, write_scored
 
 #: Statuses of a scored row.
-OK, ERROR, BLANK = "ok", "error", "blank"
 #: Rows per block after the lines are cut out, so one file feeds every actor.
 ROWS_PER_BLOCK = 2048
 #: Input extensions read as Parquet (anything else is JSONL).
@@ -175,34 +174,16 @@ class ScoreBatch:
         self.text_field = text_field
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        n = len(batch["line"])
-        status, payload, is_legal = [BLANK] * n, [""] * n, [False] * n
-        good: list[int] = []
-        records: list[dict] = []
-        for i in range(n):
-            raw = bytes(batch["raw"][i])
-            if not raw.strip():
-                continue  # blank: counted, never an error (as in predict_file)
-            record, reason = parse_line(raw, self.text_field)
-            if record is None:
-                status[i] = ERROR
-                payload[i] = self._error(batch, i, reason, raw)
-            else:
-                good.append(i)
-                records.append(record)
-        if records:
-            scores = self.predictor.predict_proba([r[self.text_field] for r in records])
-            for i, record, score in zip(good, records, scores):
-                result = self.predictor.result(float(score))
-                status[i], is_legal[i] = OK, result["is_legal"]
-                payload[i] = json.dumps(with_prediction(record, result), ensure_ascii=False)
-        return {"file": list(batch["file"]), "line": list(batch["line"]), "status": status,
-                "is_legal": is_legal, "json": payload}
-
-    @staticmethod
-    def _error(batch: dict[str, Any], i: int, reason: Optional[str], raw: bytes) -> str:
-        return json.dumps({"file": str(batch["file"][i]), "line": int(batch["line"][i]), "error": reason,
-                           "raw": raw.decode("utf-8", errors="replace")}, ensure_ascii=False)
+        files, numbers = [str(f) for f in batch["file"]], [int(n) for n in batch["line"]]
+        results: list[tuple[str, str, bool]] = [("", "", False)] * len(files)
+        for file in dict.fromkeys(files):  # score_lines takes one file's lines at a time
+            idx = [i for i, f in enumerate(files) if f == file]
+            scored = score_lines(self.predictor, file, [(numbers[i], bytes(batch["raw"][i])) for i in idx],
+                                 self.text_field)
+            for i, result in zip(idx, scored):
+                results[i] = result
+        return {"file": files, "line": numbers, "status": [r[0] for r in results],
+                "json": [r[1] for r in results], "is_legal": [r[2] for r in results]}
 
 
 def plan_actors(total_cpus: float, threads_per_actor: int = 1, num_actors: int = 0) -> tuple[int, int]:
@@ -303,20 +284,8 @@ def _run(ray: Any, model_dir: str, files: list[str], output_path: Path, errors_p
 
 def _write_batch(batch: dict[str, Any], out: IO[str], err: IO[str], counts: dict[str, int],
                  log: IO[str], max_logged_errors: int) -> None:
-    for status, payload, legal, file, line in zip(batch["status"], batch["json"], batch["is_legal"],
-                                                  batch["file"], batch["line"]):
-        counts["lines"] += 1
-        if status == OK:
-            counts["predicted"] += 1
-            counts["legal"] += bool(legal)
-            out.write(payload + "\n")
-        elif status == ERROR:
-            counts["errors"] += 1
-            if counts["errors"] <= max_logged_errors:
-                print(f"{file}:{line}: {json.loads(payload)['error']}", file=log)
-            err.write(payload + "\n")
-        else:
-            counts["blank"] += 1
+    results = list(zip(batch["status"], batch["json"], batch["is_legal"]))
+    write_scored(results, list(zip(batch["file"], batch["line"])), out, err, counts, log, max_logged_errors)
 
 
 def add_ray_args(parser: Any) -> None:

@@ -4,10 +4,10 @@ not *is this a question / does it mention money*.
 The failure this module attacks: legal questions come from a legal Q&A site, non-legal
 texts from forums, reviews and other Q&A sites, so "借钱", "我想咨询下" or a question mark
 separate the classes on the training data without meaning anything. The remedies here
-are small, tested functions used by benchmarks/quality.py (which measures each one):
+are small, tested functions; benchmarks/quality.py measures each recipe:
 
-* :func:`source_group`: a corpus row's ``source`` (repository:file@commit) → its data set,
-  so results and sampling can be per source.
+* :func:`apply_recipe`: the training-set recipes of the product (``TrainConfig.recipe``,
+  ``lawclf train --recipe``), built from the pieces below.
 * :func:`mine_hard_negatives` / :func:`select_training_rows`: a training subset that keeps
   the non-legal texts that *look* legal (high first-pass score or keyword lean) and
   balances the rest across sources, instead of a random sample dominated by the
@@ -16,55 +16,22 @@ are small, tested functions used by benchmarks/quality.py (which measures each o
   that give every source of a class a comparable share of the batches.
 * :func:`suspected_label_noise`: non-legal rows that an out-of-fold model is sure are
   legal: candidates for review (legal questions hidden in non-legal sources).
-* :func:`threshold_for_source_fpr`: a decision threshold chosen on *validation* that keeps
-  every source's false-positive rate under a cap, instead of one global F1 optimum.
-* :func:`by_source_group`: rows relabelled by source group for evaluate.per_source_metrics.
+
+Source groups (:func:`lawclf.metrics.source_group`) and the ``fpr_cap`` threshold
+(:func:`lawclf.metrics.choose_threshold`) live in :mod:`lawclf.metrics`.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter, defaultdict
-from typing import Iterable, Mapping, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-#: Path components that name no data set (generic folders, dates, numbered files).
-_GENERIC_PARTS = {"data", "datasets", "dataset", "md", "json", "raw", "corpus"}
-_NUMBERED = re.compile(r"^[\d_.\-]+(\.[A-Za-z0-9]+)?$")
-
-
-def source_group(source: str) -> str:
-    """Name the data set a row came from: ``owner/repo:path@commit`` → ``repo`` or ``repo:dataset``.
-
-    The commit, archive members (``!member``), generic folders (``data/``), dates and
-    numbered files are dropped, so the 1,200 daily V2EX files become one group and
-    LCQMC's train/dev/test files another::
-
-        IceFlameWorm/NLP_Datasets:LCQMC/dev.txt@a22…            → NLP_Datasets:LCQMC
-        ghaction/v2ex_hot_daily:data/md/2020/10/28.md@ce1…       → v2ex_hot_daily
-        AndrewZhe/lawyer-llama:data/legal_advice.json@abaa…       → lawyer-llama:legal_advice
-
-    A source without ``:`` (e.g. ``sample`` or ``v2ex``) is returned unchanged.
-    """
-    source = (source or "").strip()
-    if ":" not in source:
-        return source or "unknown"
-    repo, _, path = source.partition(":")
-    path = path.split("@", 1)[0].split("!", 1)[0]
-    repo_name = repo.rsplit("/", 1)[-1]
-    for part in path.split("/"):
-        if not part or part.lower() in _GENERIC_PARTS or _NUMBERED.match(part):
-            continue
-        return f"{repo_name}:{part.rsplit('.', 1)[0] if '.' in part else part}"
-    return repo_name
-
-
-def groups_of(rows: Iterable[Mapping]) -> list[str]:
-    """:func:`source_group` of every row's ``source`` field."""
-    return [source_group(str(r.get("source", ""))) for r in rows]
-
+from lawclf import config
+from lawclf.metrics import ArrayLike, groups_of
 
 # --------------------------------------------------------------------------- sampling
 
@@ -90,7 +57,7 @@ def source_balanced_weights(rows: Sequence[Mapping], power: float = 0.5) -> np.n
     return w / w.sum()
 
 
-def mine_hard_negatives(rows: Sequence[Mapping], scores: Sequence[float], k: int) -> list[int]:
+def mine_hard_negatives(rows: Sequence[Mapping], scores: ArrayLike, k: int) -> list[int]:
     """Indices of the ``k`` non-legal rows with the highest ``scores`` (most legal-looking).
 
     ``scores`` can be a first-pass model's out-of-fold P(legal)
@@ -104,7 +71,7 @@ def mine_hard_negatives(rows: Sequence[Mapping], scores: Sequence[float], k: int
 
 
 def select_training_rows(rows: Sequence[Mapping], n_negatives: int, n_positives: int = 0,
-                         hard_scores: Optional[Sequence[float]] = None, hard_fraction: float = 0.3,
+                         hard_scores: Optional[ArrayLike] = None, hard_fraction: float = 0.3,
                          balance_sources: bool = True, exclude: Iterable[int] = (),
                          seed: int = 42) -> list[int]:
     """Choose a training subset (indices into ``rows``) under a compute budget.
@@ -174,7 +141,7 @@ def _even_quota(sizes: Mapping[str, int], n: int) -> dict[str, int]:
 # --------------------------------------------------------------------------- cleaning
 
 
-def suspected_label_noise(rows: Sequence[Mapping], oof_scores: Sequence[float],
+def suspected_label_noise(rows: Sequence[Mapping], oof_scores: ArrayLike,
                           threshold: float = 0.9) -> list[int]:
     """Non-legal rows an out-of-fold model rates legal with P ≥ ``threshold``, most confident first.
 
@@ -188,38 +155,120 @@ def suspected_label_noise(rows: Sequence[Mapping], oof_scores: Sequence[float],
     return sorted(idx, key=lambda i: -float(oof_scores[i]))
 
 
-# --------------------------------------------------------------------------- per-source view and thresholds
+# --------------------------------------------------------------------------- recipes
 
 
-def by_source_group(rows: Sequence[Mapping]) -> list[dict]:
-    """Copies of ``rows`` whose ``source`` is their :func:`source_group`, for evaluate.per_source_metrics."""
-    return [dict(r, source=g) for r, g in zip(rows, groups_of(rows))]
+#: Training-set recipes (``TrainConfig.recipe``): recipe -> (spread negatives over source
+#: groups, use hard negatives, leave out suspected label noise).
+RECIPES: dict[str, tuple[bool, bool, bool]] = {
+    "plain": (False, False, False),
+    "balanced": (True, False, False),
+    "hardneg": (True, True, False),
+    "robust": (True, True, True),
+}
+assert tuple(RECIPES) == config.RECIPES, "lawclf.config.RECIPES names the recipes defined here"
+#: Where the suspected label noise a recipe left out is written (under the run's reports/).
+SUSPECTED_NOISE_FILE = "suspected_noise.jsonl"
 
 
-def threshold_for_source_fpr(rows: Sequence[Mapping], scores: Sequence[float], max_fpr: float = 0.03,
-                             min_rows: int = 20) -> float:
-    """Best-F1 threshold that keeps every non-legal source's FPR ≤ ``max_fpr`` (on these rows).
+@dataclass
+class TrainingSet:
+    """What a recipe chose: ``indices`` into the train rows, the report for ``lawclf_meta.json``,
+    and the suspected-noise rows it left out (each with its out-of-fold ``oof_score``)."""
 
-    Use it on the *validation* split. Sources with fewer than ``min_rows`` negatives are
-    too small to estimate an FPR and do not constrain. Returns the max-F1 threshold when
-    that already satisfies the cap, else the lowest threshold that does.
+    indices: list[int]
+    report: dict[str, Any]
+    suspected_noise: list[dict] = field(default_factory=list)
+
+
+def apply_recipe(rows: Sequence[Mapping], recipe: str = "plain", *, negatives: int = 0, positives: int = 0,
+                 negatives_per_source: int = 0, hard_fraction: float = 0.3, noise_threshold: float = 0.9,
+                 oof_folds: int = 3, seed: int = 42) -> TrainingSet:
+    """Choose the rows a model trains on (see :data:`RECIPES`).
+
+    * ``plain``: every row (or a random ``negatives`` / ``positives`` budget);
+    * ``balanced``: non-legal rows spread evenly over source groups;
+    * ``hardneg``: balanced, with ``hard_fraction`` of the non-legal rows being the most
+      legal-looking ones by an out-of-fold TF-IDF model (``oof_folds`` folds);
+    * ``robust``: hardneg without the non-legal rows that model rates legal with
+      P >= ``noise_threshold`` (suspected label noise, returned for a person to review).
+
+    ``negatives`` / ``positives`` cap the non-legal / legal rows (0 = all);
+    ``negatives_per_source`` caps any one non-legal source group (0 = no cap; a seeded
+    random subset of a bigger group is kept). Deterministic for a given ``seed``.
+    ``plain`` with no caps returns the rows unchanged, in order.
     """
-    from lawclf.evaluate import choose_threshold
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    balance, hard, clean = RECIPES[recipe]
+    settings: dict[str, Any] = {"negatives": negatives, "positives": positives,
+                                "negatives_per_source": negatives_per_source, "seed": seed}
+    if hard:
+        settings.update(hard_fraction=hard_fraction, oof_folds=oof_folds)
+    if clean:
+        settings["noise_threshold"] = noise_threshold
+    report: dict[str, Any] = {"recipe": recipe, "settings": settings, "rows_in": len(rows)}
+    if recipe == "plain" and not (negatives or positives or negatives_per_source):
+        indices = list(range(len(rows)))
+        return TrainingSet(indices, _recipe_counts(report, rows, indices, hard=[], noise=[], capped=0))
 
-    labels = [int(r["label"]) for r in rows]
-    s = np.asarray(scores, dtype=np.float64)
-    best = choose_threshold(labels, s, "max_f1")["threshold"]
     groups = groups_of(rows)
-    floor = 0.0
-    for g in set(groups):
-        neg = np.sort(np.array([s[i] for i, gg in enumerate(groups) if gg == g and labels[i] == 0]))
-        if len(neg) < min_rows:
-            continue
-        allowed = int(np.floor(max_fpr * len(neg)))  # false positives this source may have
-        # FPR ≤ cap ⇔ at most `allowed` negatives score ≥ threshold ⇔ threshold > neg[-allowed-1].
-        floor = max(floor, float(np.nextafter(neg[len(neg) - allowed - 1], np.inf)))
-    return max(best, floor)
+    capped = _over_source_cap(rows, groups, negatives_per_source, seed) if negatives_per_source else []
+    scores: Optional[np.ndarray] = None
+    if hard or clean:
+        from lawclf.baselines import out_of_fold_scores
+
+        scores = out_of_fold_scores([str(r["text"]) for r in rows], [int(r["label"]) for r in rows],
+                                    folds=oof_folds, seed=seed)
+    noise = suspected_label_noise(rows, scores, noise_threshold) if clean and scores is not None else []
+    excluded = set(capped) | set(noise)
+    available = sum(1 for i, r in enumerate(rows) if int(r["label"]) == 0 and i not in excluded)
+    n_neg = min(negatives, available) if negatives else available
+    indices = select_training_rows(rows, n_negatives=n_neg, n_positives=positives,
+                                   hard_scores=scores if hard else None, hard_fraction=hard_fraction if hard else 0.0,
+                                   balance_sources=balance, exclude=excluded, seed=seed)
+    hard_idx: list[int] = []
+    if hard and scores is not None:  # the same hard negatives select_training_rows took first
+        masked = scores.copy()
+        masked[list(excluded)] = -np.inf
+        hard_idx = mine_hard_negatives(rows, masked, int(round(hard_fraction * n_neg)))
+    noise_rows = [{**dict(rows[i]), "oof_score": float(scores[i])} for i in noise] if scores is not None else []
+    return TrainingSet(indices, _recipe_counts(report, rows, indices, hard=hard_idx, noise=noise,
+                                               capped=len(capped)), noise_rows)
 
 
-__all__ = ["source_group", "groups_of", "source_balanced_weights", "mine_hard_negatives",
-           "select_training_rows", "suspected_label_noise", "by_source_group", "threshold_for_source_fpr"]
+def _over_source_cap(rows: Sequence[Mapping], groups: Sequence[str], cap: int, seed: int) -> list[int]:
+    """Non-legal rows beyond ``cap`` in their source group (a seeded random choice)."""
+    rng = random.Random(seed)
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if int(r["label"]) == 0:
+            by_group[groups[i]].append(i)
+    over: list[int] = []
+    for g in sorted(by_group):
+        members = by_group[g]
+        if len(members) > cap:
+            rng.shuffle(members)
+            over += members[cap:]
+    return sorted(over)
+
+
+def _recipe_counts(report: dict[str, Any], rows: Sequence[Mapping], indices: Sequence[int], *, hard: Sequence[int],
+                   noise: Sequence[int], capped: int) -> dict[str, Any]:
+    chosen = set(indices)
+    groups = groups_of(rows)
+    per_group: Counter[str] = Counter(groups[i] for i in indices if int(rows[i]["label"]) == 0)
+    report.update(
+        rows_out=len(indices),
+        positives=sum(1 for i in indices if int(rows[i]["label"]) == 1),
+        negatives=sum(1 for i in indices if int(rows[i]["label"]) == 0),
+        hard_negatives=sum(1 for i in hard if i in chosen),
+        suspected_noise_dropped=len(noise),
+        negatives_over_source_cap=capped,
+        negatives_per_group=dict(sorted(per_group.items())),
+    )
+    return report
+
+
+__all__ = ["source_balanced_weights", "mine_hard_negatives", "select_training_rows", "suspected_label_noise",
+           "RECIPES", "SUSPECTED_NOISE_FILE", "TrainingSet", "apply_recipe"]

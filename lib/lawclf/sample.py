@@ -22,15 +22,14 @@ import os
 import random
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
 from lawclf.config import SAMPLE_DATA_DIR
-from lawclf.data import dedup_key
+from lawclf.probes import load_probes
+from lawclf.text import dedup_key
 
 SAMPLE_SEED = 20240601
-PROBES_RESOURCE = "probes.jsonl"
 
 # --------------------------------------------------------------------------- slot fillers
 # Shared fillers; a template names them as {slot}. Genre-specific slots live beside the genre.
@@ -566,12 +565,6 @@ def _variants(template: str, slots: dict[str, list[str]]) -> int:
     for name in _SLOT.findall(template):
         n *= len(slots[name])
     return n
-
-
-def load_probes() -> list[dict]:
-    """The packaged out-of-sample probe questions ``{"text", "label", "kind"}``."""
-    text = resources.files("lawclf").joinpath("resources", PROBES_RESOURCE).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def generate_genre(genre: Genre, rng: random.Random, exclude: set[str]) -> list[dict]:

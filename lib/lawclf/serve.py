@@ -13,7 +13,9 @@ Every client error is a 4xx JSON ``{"error": {"code", "message"}}``; a server er
 generic 500 JSON (the traceback goes to the log and, when ``SENTRY_DSN`` is set, to Sentry).
 Each request writes one JSON log line (request id, method, path, status, latency, text
 lengths; the text itself only with ``log_text``). Concurrent requests are grouped into
-one predictor call by :class:`MicroBatcher`.
+one predictor call by :class:`lawclf.microbatch.MicroBatcher`; request bodies are checked by
+:mod:`lawclf.validation`. (Starting the server in the background for tests and notebooks:
+:mod:`lawclf.testing.server`.)
 
 Nothing here imports torch: the server installs with ONNX Runtime alone.
 """
@@ -21,38 +23,30 @@ Nothing here imports torch: the server installs with ONNX Runtime alone.
 from __future__ import annotations
 
 import argparse
-import atexit
-import collections
 import dataclasses
 import json
 import logging
 import os
-import queue
 import re
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from importlib import resources
-from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from lawclf import __version__
-from lawclf.config import REPO_ROOT, ServeConfig, add_config_args
+from lawclf.config import ServeConfig, add_config_args
+from lawclf.microbatch import MicroBatcher
+from lawclf.validation import ApiError, parse_json_body, validate_batch, validate_single
 
 log = logging.getLogger("lawclf.serve")
 
-#: Field names accepted for one text and for a list of texts (``content`` is the original contract).
-TEXT_FIELDS = ("content", "text")
-BATCH_FIELDS = ("texts", "contents")
 #: A client-supplied X-Request-ID is echoed only if it looks like an id (no log injection).
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: Machine-readable codes for the HTTP errors Werkzeug raises itself.
@@ -64,196 +58,10 @@ PUBLIC_META_KEYS = ("labels", "max_len", "model_name", "version", "threshold", "
                     "opset", "inputs", "output", "files", "default_file", "optimized", "exported_at")
 
 
-class ApiError(Exception):
-    """A client error: becomes a 4xx JSON response ``{"error": {"code", "message"}}``."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
 # --------------------------------------------------------------------------- validation
-
-def parse_json_body(mimetype: str, body: bytes) -> Any:
-    """Decode a request body that must be JSON; raise :class:`ApiError` (415/400) otherwise."""
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        shown = mimetype or "none"
-        raise ApiError(415, "unsupported_media_type",
-                       f"Content-Type must be application/json (got {shown}).")
-    if not body.strip():
-        raise ApiError(400, "invalid_json", "The request body is empty; send a JSON object.")
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise ApiError(400, "invalid_json", "The JSON body is nested too deeply.") from None
-    except ValueError as exc:  # JSONDecodeError, bad UTF-8, over-long integers
-        raise ApiError(400, "invalid_json", f"The body is not valid JSON: {_short(str(exc))}") from None
-
-
-def validate_text(value: Any, field: str, max_chars: int) -> str:
-    """Check one text: a non-empty, well-formed string of at most ``max_chars`` characters."""
-    if not isinstance(value, str):
-        raise ApiError(400, "invalid_field", f"'{field}' must be a string, got {_json_type(value)}.")
-    if not value.strip():
-        raise ApiError(400, "empty_text", f"'{field}' is empty; send the text to classify.")
-    if len(value) > max_chars:
-        raise ApiError(400, "text_too_long",
-                       f"'{field}' has {len(value)} characters; the limit is {max_chars}.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates from JSON "\ud800" escapes
-        raise ApiError(400, "invalid_text", f"'{field}' contains invalid Unicode (a lone surrogate).") from None
-    return value
-
-
-def _pick_field(payload: Mapping[str, Any], names: Sequence[str]) -> tuple[str, Any]:
-    present = [n for n in names if n in payload]
-    if not present:
-        raise ApiError(400, "missing_field", f"Send a JSON object with a '{names[0]}' field "
-                                             f"(or '{names[1]}').")
-    if len(present) > 1:
-        raise ApiError(400, "ambiguous_field", f"Send either '{names[0]}' or '{names[1]}', not both.")
-    return present[0], payload[present[0]]
-
-
-def validate_single(payload: Any, max_chars: int) -> str:
-    """The text of a ``POST /predict`` body ``{"content": "..."}`` (or ``{"text": "..."}``)."""
-    if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_body", f"The body must be a JSON object, got {_json_type(payload)}.")
-    field, value = _pick_field(payload, TEXT_FIELDS)
-    return validate_text(value, field, max_chars)
-
-
-def validate_batch(payload: Any, max_chars: int, max_batch: int) -> list[str]:
-    """The texts of a ``POST /predict/batch`` body ``{"texts": [...]}`` (or ``{"contents": [...]}``)."""
-    if not isinstance(payload, dict):
-        raise ApiError(400, "invalid_body", f"The body must be a JSON object, got {_json_type(payload)}.")
-    field, value = _pick_field(payload, BATCH_FIELDS)
-    if not isinstance(value, list):
-        raise ApiError(400, "invalid_field", f"'{field}' must be a list of strings, got {_json_type(value)}.")
-    if not value:
-        raise ApiError(400, "empty_batch", f"'{field}' is empty; send at least one text.")
-    if len(value) > max_batch:
-        raise ApiError(400, "batch_too_large", f"'{field}' has {len(value)} texts; the limit is {max_batch}.")
-    return [validate_text(item, f"{field}[{i}]", max_chars) for i, item in enumerate(value)]
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # --------------------------------------------------------------------------- micro-batching
-
-class MicroBatcher:
-    """Groups concurrent requests into one predictor call.
-
-    Each request puts its texts on a queue and waits on a future. One thread takes the
-    first waiting job, then everything already queued, then waits up to ``wait_ms`` for
-    more until ``max_size`` texts are collected, runs ``predict_many`` once and hands each
-    request its slice of the results. Under load a batch forms while the previous one
-    runs, so throughput approaches batch throughput; a lone request waits at most
-    ``wait_ms``.
-
-    The thread is started lazily in the process that uses it: Gunicorn forks workers
-    after loading the app, and threads do not survive a fork.
-    """
-
-    def __init__(self, predict_many: Callable[[list[str]], list[dict]], max_size: int = 32,
-                 wait_ms: float = 5.0):
-        self._predict_many = predict_many
-        self.max_size = max(1, int(max_size))
-        self.wait_s = max(0.0, float(wait_ms)) / 1000.0
-        self._lock = threading.Lock()
-        self._queue: "queue.Queue[Optional[tuple[list[str], Future]]]" = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._pid = os.getpid()
-        #: Sizes (texts) of the latest batches run in this process (bounded: a server runs for months).
-        self.batch_sizes: collections.deque[int] = collections.deque(maxlen=1000)
-
-    def submit(self, texts: list[str]) -> Future:
-        """Queue ``texts``; the future resolves to their results (same order)."""
-        self._ensure_running()
-        fut: Future = Future()
-        self._queue.put((list(texts), fut))
-        return fut
-
-    def predict(self, texts: list[str], timeout: Optional[float] = None) -> list[dict]:
-        return self.submit(texts).result(timeout=timeout)
-
-    @property
-    def healthy(self) -> bool:
-        """True unless the thread was started in this process and has died."""
-        return self._thread is None or self._pid != os.getpid() or self._thread.is_alive()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-                self._queue.put(None)
-                self._thread.join(timeout=5)
-            self._thread = None
-
-    def _ensure_running(self) -> None:
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._pid != os.getpid():  # forked: the parent's queue and thread are not ours
-                self._queue = queue.Queue()
-                self._pid = os.getpid()
-                self.batch_sizes.clear()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lawclf-microbatch", daemon=True)
-                self._thread.start()
-
-    def _collect(self, first: tuple[list[str], Future]) -> tuple[list[tuple[list[str], Future]], bool]:
-        jobs, n = [first], len(first[0])
-        deadline = time.monotonic() + self.wait_s
-        while n < self.max_size:
-            try:  # whatever is queued already, then whatever arrives before the deadline
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    job = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if job is None:
-                return jobs, True
-            jobs.append(job)
-            n += len(job[0])
-        return jobs, False
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs, stop = self._collect(first)
-            jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]
-            texts = [t for job_texts, _ in jobs for t in job_texts]
-            try:
-                results = self._predict_many(texts) if texts else []
-                if len(results) != len(texts):
-                    raise RuntimeError(f"predictor returned {len(results)} results for {len(texts)} texts")
-            except BaseException as exc:  # every waiting request gets the error, the thread lives on
-                for _, fut in jobs:
-                    fut.set_exception(exc)
-            else:
-                self.batch_sizes.append(len(texts))
-                start = 0
-                for job_texts, fut in jobs:
-                    fut.batch_size = len(texts)  # type: ignore[attr-defined]  # logged with the request
-                    fut.set_result(results[start:start + len(job_texts)])
-                    start += len(job_texts)
-            if stop:
-                return
 
 
 # --------------------------------------------------------------------------- model holder
@@ -317,7 +125,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-JsonFormatter.converter = time.gmtime  # type: ignore[assignment]
+JsonFormatter.converter = time.gmtime
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -361,20 +169,11 @@ def read_examples(limit: int = 12) -> list[dict]:
     ``resources/probes.jsonl`` holds the tricky everyday questions (legal keywords, no
     legal question) and their legal counterparts; without it a small default set is used.
     """
-    rows: list[dict] = []
-    try:
-        text = resources.files("lawclf").joinpath("resources/probes.jsonl").read_text(encoding="utf-8")
-    except (FileNotFoundError, OSError):
-        text = ""
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("text"), str) and len(row["text"].strip()) >= 6:
-            label = row.get("label")
-            rows.append({"text": row["text"], "label": label if label in (0, 1) else None,
-                         "note": _KIND_NOTES.get(str(row.get("kind", "")), str(row.get("kind", "")))})
+    from lawclf.probes import load_probes
+
+    rows = [{"text": p["text"], "label": p["label"] if p["label"] in (0, 1) else None,
+             "note": _KIND_NOTES.get(p["kind"], p["kind"])}
+            for p in load_probes() if len(p["text"].strip()) >= 6]
     if not rows:
         rows = list(DEFAULT_EXAMPLES)
     everyday = [r for r in rows if r["label"] != 1]
@@ -600,183 +399,8 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
 
 # --------------------------------------------------------------------------- background server
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
 
 #: deploy/gunicorn.conf.py when running from a checkout (absent from an installed wheel).
-GUNICORN_CONF = REPO_ROOT / "deploy" / "gunicorn.conf.py"
-
-
-class BackgroundServer:
-    """The API in a child process (Gunicorn, or Flask's dev server) for notebooks, tests and benchmarks.
-
-    ``with BackgroundServer(model_dir) as srv: requests.post(srv.url + "/predict", ...)``;
-    its stderr (the JSON log lines) goes to ``srv.log_path``. Works in Colab too.
-    """
-
-    def __init__(self, model_dir: str | os.PathLike[str], port: int = 0, host: str = "127.0.0.1",
-                 server: str = "gunicorn", env: Optional[Mapping[str, str]] = None,
-                 log_path: Optional[str | os.PathLike[str]] = None, startup_timeout: float = 60.0):
-        self.host, self.port = host, port or free_port(host)
-        self.url = f"http://{host}:{self.port}"
-        self.model_dir = str(model_dir)
-        self.server = server
-        self.extra_env = dict(env or {})
-        self.log_path = Path(log_path) if log_path else Path(
-            os.environ.get("TMPDIR", "/tmp")) / f"lawclf-serve-{self.port}.log"
-        self.startup_timeout = startup_timeout
-        self.proc: Optional[subprocess.Popen] = None
-
-    def command(self) -> list[str]:
-        if self.server == "gunicorn":
-            cmd = [sys.executable, "-m", "gunicorn"]
-            if GUNICORN_CONF.exists():
-                cmd += ["-c", str(GUNICORN_CONF)]
-            else:  # an installed package without the checkout's deploy/ folder
-                cmd += ["--worker-class", "gthread", "--threads", "16"]
-            return cmd + ["--bind", f"{self.host}:{self.port}", "lawclf.serve:create_app()"]
-        if self.server == "dev":
-            return [sys.executable, "-m", "lawclf", "serve", "--host", self.host, "--port", str(self.port)]
-        raise ValueError(f"server must be 'gunicorn' or 'dev', got {self.server!r}")
-
-    def start(self) -> "BackgroundServer":
-        env = {**os.environ, "LAWCLF_MODEL_DIR": self.model_dir, "PYTHONUNBUFFERED": "1", **self.extra_env}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.command(), env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        atexit.register(self.stop)  # a notebook kernel that stops mid-way still stops its server
-        try:
-            self.wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def wait_ready(self) -> None:
-        import urllib.error
-        import urllib.request
-
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with code {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"the server was not ready within {self.startup_timeout:.0f}s:\n{self.logs()[-3000:]}")
-
-    def logs(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-
-    def log_records(self) -> list[dict]:
-        """The JSON log lines written so far (other lines skipped)."""
-        out = []
-        for line in self.logs().splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-        return out
-
-    def stop(self, timeout: float = 15.0) -> Optional[int]:
-        """Stop gracefully (SIGTERM), then kill; returns the exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        getattr(self, "_log_file", None) and self._log_file.close()
-        atexit.unregister(self.stop)
-        return self.proc.returncode
-
-    def __enter__(self) -> "BackgroundServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-def config_env(cfg: ServeConfig) -> dict[str, str]:
-    """``cfg`` as the ``LAWCLF_*`` environment variables :meth:`ServeConfig.from_env` reads back."""
-    env = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        env[f"LAWCLF_{f.name.upper()}"] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return env
-
-
-def load_test(url: str, texts: Sequence[str], concurrency: int = 4, n_requests: int = 100,
-              time_limit_s: float = 60.0, path: str = "/predict") -> dict[str, Any]:
-    """A bounded closed-loop load test: ``concurrency`` clients send ``n_requests`` in all.
-
-    Each client keeps one HTTP/1.1 connection and sends its next request when the last
-    answer arrives; the run stops early at ``time_limit_s``. Returns throughput
-    (requests/s), latency percentiles (ms) and the count of errors (non-200 or failed).
-    """
-    import http.client
-    import urllib.parse
-
-    import numpy as np
-
-    parts = urllib.parse.urlsplit(url)
-    lock = threading.Lock()
-    counter = iter(range(n_requests))
-    latencies: list[float] = []
-    errors: list[str] = []
-    deadline = time.monotonic() + time_limit_s
-
-    def client() -> None:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        while time.monotonic() < deadline:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                break
-            body = json.dumps({"content": texts[i % len(texts)]}, ensure_ascii=False).encode()
-            t0 = time.perf_counter()
-            try:
-                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-                err = "" if ok else f"HTTP {resp.status}"
-            except (OSError, http.client.HTTPException) as exc:
-                ok, err = False, type(exc).__name__
-                conn.close()
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-            elapsed = (time.perf_counter() - t0) * 1000
-            with lock:
-                (latencies.append(elapsed) if ok else errors.append(err))
-        conn.close()
-
-    t_start = time.perf_counter()
-    workers = [threading.Thread(target=client) for _ in range(max(1, concurrency))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t_start
-    lat = np.array(latencies) if latencies else np.array([float("nan")])
-    return {"concurrency": concurrency, "requests": len(latencies) + len(errors), "ok": len(latencies),
-            "errors": len(errors), "error_kinds": sorted(set(errors)), "seconds": round(wall, 3),
-            "throughput_rps": round(len(latencies) / wall, 2) if wall > 0 else 0.0,
-            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2),
-            "timed_out": len(latencies) + len(errors) < n_requests}
 
 
 # --------------------------------------------------------------------------- CLI

@@ -3,8 +3,8 @@
 The original recipe (BERT + a classification layer, Focal Loss, AdamW, a learning-rate
 schedule, early stopping, save the best model) made faster and safer:
 
-* **dynamic padding** (:class:`PadCollator`) and **length-grouped batches**
-  (:class:`LengthGroupedBatchSampler`): a batch is padded to its own longest text,
+* **dynamic padding** (:class:`lawclf.inference.PadCollator`) and **length-grouped batches**
+  (:class:`lawclf.batching.LengthGroupedBatchSampler`): a batch is padded to its own longest text,
   and texts of similar length share a batch, so little compute goes to ``[PAD]``;
 * **Hugging Face Accelerate** owns the device, fp16 mixed precision on CUDA (a T4 has
   no fast bf16), gradient accumulation and multi-process (DDP) training, so the same
@@ -13,7 +13,13 @@ schedule, early stopping, save the best model) made faster and safer:
   end hold everything (weights, optimizer, scheduler, GradScaler, RNG states, position
   in the epoch, early-stopping state, history), so a run killed mid-epoch continues
   exactly where it stopped and ends in the same state as an uninterrupted run;
-* the validation split chooses the best epoch; the test split is left to evaluation.
+* the validation split chooses the best epoch; the test split is left to evaluation;
+* a **training-set recipe** (``TrainConfig.recipe``, :mod:`lawclf.robustness`) chooses
+  which train rows the model sees: all of them, negatives spread over sources, hard
+  negatives, suspected label noise left out.
+
+The pieces live beside this loop: :mod:`lawclf.losses`, :mod:`lawclf.batching`,
+:mod:`lawclf.inference`, :mod:`lawclf.checkpoints`, :mod:`lawclf.metrics`.
 
 Hooks for experiments that change *what* is trained on without editing the loop:
 ``train(cfg, train_rows=..., sample_weights=..., batch_sampler_factory=..., callbacks=...)``.
@@ -22,7 +28,6 @@ Hooks for experiments that change *what* is trained on without editing the loop:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -30,19 +35,41 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from lawclf import __version__
-from lawclf.config import LABELS, RunPaths, TrainConfig, add_config_args, config_from_args, to_dict, write_model_meta
+from lawclf.batching import (
+    EpochBatchSampler,
+    choose_max_len,
+    make_train_loader,
+)
+from lawclf.checkpoints import (
+    StepCallback,
+    TrainerState,
+    latest_checkpoint,
+    load_resumable_state,
+    run_fingerprint,
+    save_checkpoint,
+)
+from lawclf.config import (
+    LABELS,
+    RunPaths,
+    TrainConfig,
+    add_config_args,
+    config_from_args,
+    to_dict,
+    write_model_meta,
+)
+from lawclf.inference import make_eval_loader, token_lengths
+from lawclf.losses import make_loss
+from lawclf.metrics import binary_metrics
 from lawclf.modeling import TINY, TinySpec, build_or_load, model_kind
-from lawclf.data import normalise_text
+from lawclf.robustness import SUSPECTED_NOISE_FILE, TrainingSet, apply_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -50,349 +77,8 @@ logger = logging.getLogger(__name__)
 #: needs small steps not to forget what it knows; a randomly initialised tiny BERT needs big ones.
 DEFAULT_LR = {"pretrained": 2e-5, TINY: 1e-3}
 HISTORY_FILE = "training_history.json"
-STATE_FILE = "trainer_state.json"
 #: Metrics where lower is better (everything else: higher is better).
 _LOWER_IS_BETTER = {"loss"}
-
-
-# --------------------------------------------------------------------------- loss
-
-
-class FocalLoss(nn.Module):
-    """Focal Loss for 2-class logits (Lin et al., 2017): ``-alpha_t (1 - p_t)^gamma log p_t``.
-
-    ``p_t`` is the predicted probability of the true class. ``gamma`` > 0 shrinks the loss
-    of examples the model already gets right with confidence, so training attends to the
-    hard ones; ``alpha`` weights class 1 (legal) and ``1 - alpha`` class 0. ``alpha=None``
-    and ``gamma=0`` is exactly cross-entropy. Optional per-example ``weights`` give a
-    weighted mean (sum(w * loss) / sum(w)).
-    """
-
-    def __init__(self, alpha: Optional[float] = 0.5, gamma: float = 2.0):
-        super().__init__()
-        if alpha is not None and not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"focal alpha must be in [0, 1] or None, got {alpha}")
-        if gamma < 0:
-            raise ValueError(f"focal gamma must be >= 0, got {gamma}")
-        self.alpha, self.gamma = alpha, gamma
-
-    def per_example(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The loss of each example (no reduction)."""
-        log_p = F.log_softmax(logits.float(), dim=-1)
-        log_pt = log_p.gather(1, targets.long().unsqueeze(1)).squeeze(1)
-        loss = -log_pt
-        if self.gamma > 0:
-            loss = loss * (1.0 - log_pt.exp()).clamp(min=0.0).pow(self.gamma)
-        if self.alpha is not None:
-            alpha_t = torch.where(targets == 1, self.alpha, 1.0 - self.alpha).to(loss.dtype)
-            loss = alpha_t * loss
-        return loss
-
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor,
-                weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        loss = self.per_example(logits, targets)
-        if weights is None:
-            return loss.mean()
-        weights = weights.to(loss.dtype)
-        return (loss * weights).sum() / weights.sum().clamp(min=1e-12)
-
-
-def make_loss(cfg: TrainConfig) -> FocalLoss:
-    """``focal`` (alpha, gamma from the config) or ``ce`` (plain cross-entropy)."""
-    if cfg.loss == "focal":
-        return FocalLoss(alpha=cfg.focal_alpha, gamma=cfg.focal_gamma)
-    if cfg.loss == "ce":
-        return FocalLoss(alpha=None, gamma=0.0)
-    raise ValueError(f"loss must be 'focal' or 'ce', got {cfg.loss!r}")
-
-
-# --------------------------------------------------------------------------- data
-
-
-def choose_max_len(lengths: Sequence[int], percentile: float = 98.0, multiple: int = 16,
-                   cap: int = 512, floor: int = 16) -> int:
-    """A MAX_LEN that keeps ``percentile`` % of texts whole: rounded up to ``multiple``, within [floor, cap].
-
-    ``lengths`` are token counts including [CLS] and [SEP]. Longer texts are truncated;
-    with dynamic padding a generous MAX_LEN costs nothing for the short majority.
-    """
-    if len(lengths) == 0:
-        raise ValueError("choose_max_len: no lengths (is the train split empty?)")
-    p = float(np.percentile(np.asarray(lengths, dtype=np.float64), percentile))
-    rounded = int(math.ceil(p / multiple) * multiple)
-    return int(min(cap, max(floor, rounded)))
-
-
-def length_report(lengths: Sequence[int], max_len: int) -> dict[str, Any]:
-    """Percentiles of token lengths and how many texts ``max_len`` truncates (for notebooks and logs)."""
-    arr = np.asarray(lengths)
-    pct = {f"p{q}": int(np.percentile(arr, q)) for q in (50, 90, 95, 98, 99)}
-    return {"n": int(len(arr)), **pct, "max": int(arr.max()), "max_len": int(max_len),
-            "truncated_fraction": float(np.mean(arr > max_len))}
-
-
-def padding_stats(lengths: Sequence[int], batch_size: int, max_len: int, seed: int = 42) -> dict[str, dict]:
-    """Share of computed positions that are [PAD], per batching strategy, for one epoch.
-
-    ``pad_to_max_len``: every text padded to MAX_LEN (the original recipe);
-    ``dynamic``: each batch padded to its longest text, batches random;
-    ``dynamic_grouped``: the same with length-grouped batches (what training uses).
-    ``relative_cost`` is the positions computed relative to pad-to-MAX_LEN.
-    """
-    clipped = [min(int(n), max_len) for n in lengths]
-    real = sum(clipped)
-    fixed = len(clipped) * max_len
-    out = {"pad_to_max_len": {"positions": fixed}}
-    for name, grouped in (("dynamic", False), ("dynamic_grouped", True)):
-        sampler = LengthGroupedBatchSampler(clipped, batch_size, seed=seed, group_by_length=grouped)
-        out[name] = {"positions": sum(len(b) * max(clipped[i] for i in b) for b in sampler)}
-    for stats in out.values():
-        stats["padding_fraction"] = 1.0 - real / stats["positions"]
-        stats["relative_cost"] = stats["positions"] / fixed
-    return out
-
-
-def plot_token_lengths(lengths: Sequence[int], max_len: int, out: Path) -> Path:
-    """Histogram of token lengths with the MAX_LEN line."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.hist(lengths, bins=50, color="#4C72B0")
-    ax.axvline(max_len, color="red", linestyle="--", label=f"MAX_LEN = {max_len}")
-    ax.set_xlabel("tokens per text (with [CLS] and [SEP])"), ax.set_ylabel("texts"), ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def token_lengths(tokenizer, texts: Sequence[str]) -> list[int]:
-    """Token count of each text with [CLS]/[SEP] and without truncation."""
-    enc = tokenizer(list(texts), add_special_tokens=True, truncation=False, verbose=False)
-    return [len(ids) for ids in enc["input_ids"]]
-
-
-def encode(tokenizer, texts: Sequence[str], max_len: int) -> list[dict[str, list[int]]]:
-    """Tokenise once, unpadded (padding happens per batch in :class:`PadCollator`)."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)
-    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-    return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
-
-
-class EncodedDataset(torch.utils.data.Dataset):
-    """Encoded texts with labels (and optional per-example weights) for the DataLoader."""
-
-    def __init__(self, encodings: Sequence[dict], labels: Sequence[int], weights: Optional[Sequence[float]] = None):
-        if len(encodings) != len(labels) or (weights is not None and len(weights) != len(labels)):
-            raise ValueError("encodings, labels and weights must have the same length")
-        self.encodings, self.labels = list(encodings), [int(x) for x in labels]
-        self.weights = None if weights is None else [float(w) for w in weights]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        item = dict(self.encodings[i], labels=self.labels[i])
-        if self.weights is not None:
-            item["weight"] = self.weights[i]
-        return item
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(e["input_ids"]) for e in self.encodings]
-
-
-@dataclass
-class PadCollator:
-    """Pad a batch to its longest sequence (``pad_to=None``) or to a fixed ``pad_to`` length.
-
-    ``multiple_of`` rounds the padded length up (8 suits fp16 tensor cores on a GPU).
-    """
-
-    pad_token_id: int = 0
-    pad_to: Optional[int] = None
-    multiple_of: Optional[int] = None
-
-    def __call__(self, items: Sequence[dict]) -> dict[str, torch.Tensor]:
-        longest = max(len(it["input_ids"]) for it in items)
-        width = self.pad_to if self.pad_to else longest
-        if self.multiple_of:
-            width = int(math.ceil(width / self.multiple_of) * self.multiple_of)
-        if width < longest:
-            raise ValueError(f"pad_to={width} is shorter than a sequence of {longest} tokens")
-        pad_values = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
-        batch: dict[str, torch.Tensor] = {}
-        for key, pad in pad_values.items():
-            if key in items[0]:
-                batch[key] = torch.tensor([list(it[key]) + [pad] * (width - len(it[key])) for it in items],
-                                          dtype=torch.long)
-        if "labels" in items[0]:
-            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
-        if "weight" in items[0]:
-            batch["weight"] = torch.tensor([it["weight"] for it in items], dtype=torch.float32)
-        return batch
-
-
-class EpochBatchSampler(Protocol):
-    """What the training loop needs from a batch sampler (implement it to plug in your own).
-
-    Iterating yields lists of dataset indices. ``set_epoch(epoch)`` is called before each
-    epoch, and the batches of an epoch must depend only on ``epoch`` and the sampler's own
-    seed (never on the global RNG): that is what lets a resumed run replay the epoch it
-    stopped in. ``batch_size`` and ``drop_last`` are read by Accelerate when it shards
-    batches across processes, and an incomplete batch may only come last (Accelerate
-    drops batch pairs around a short batch met earlier).
-    """
-
-    batch_size: int
-    drop_last: bool
-
-    def set_epoch(self, epoch: int) -> None: ...
-
-    def __iter__(self) -> Iterator[list[int]]: ...
-
-    def __len__(self) -> int: ...
-
-
-class LengthGroupedBatchSampler:
-    """Shuffled batches of similar-length texts, reproducible from (seed, epoch).
-
-    Each epoch the indices are shuffled, cut into *mega-batches* of
-    ``batch_size * mega_batch_mult`` examples, each mega-batch is sorted by length and cut
-    into batches, and the batch order is shuffled again. Batches are then nearly
-    length-homogeneous (little padding) yet still random. The batch holding the longest
-    text comes first, so an out-of-memory error shows at step 1, not at hour 2.
-    ``group_by_length=False`` gives plain shuffled batches.
-
-    ``weights`` (one per example, e.g. ``robustness.source_balanced_weights``) turns each
-    epoch into ``num_samples`` draws with replacement in proportion to the weights
-    (what a ``WeightedRandomSampler`` does), still length-grouped and seeded.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 42, group_by_length: bool = True,
-                 mega_batch_mult: int = 50, drop_last: bool = False,
-                 weights: Optional[Sequence[float]] = None, num_samples: Optional[int] = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if weights is not None:
-            if len(weights) != len(lengths):
-                raise ValueError(f"{len(weights)} weights for {len(lengths)} examples")
-            if min(weights) < 0 or sum(weights) <= 0:
-                raise ValueError("sampling weights must be >= 0 and not all 0")
-        self.weights = None if weights is None else torch.as_tensor(list(weights), dtype=torch.float64)
-        self.num_samples = int(num_samples or len(lengths))
-        self.lengths = list(lengths)
-        self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
-        self.mega_batch_mult, self.drop_last = mega_batch_mult, drop_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def batches(self, epoch: int) -> list[list[int]]:
-        """All batches of ``epoch``, in order."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        if self.weights is None:
-            perm = torch.randperm(len(self.lengths), generator=g).tolist()
-        else:
-            perm = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g).tolist()
-        if self.group_by_length:
-            mega = self.batch_size * max(1, self.mega_batch_mult)
-            perm = [i for k in range(0, len(perm), mega)
-                    for i in sorted(perm[k:k + mega], key=lambda j: -self.lengths[j])]
-        out = [perm[k:k + self.batch_size] for k in range(0, len(perm), self.batch_size)]
-        # An incomplete batch stays last: Accelerate's multi-process sharding assumes so.
-        short = out.pop() if out and len(out[-1]) < self.batch_size else None
-        if self.group_by_length and len(out) > 1:
-            order = torch.randperm(len(out), generator=g).tolist()
-            out = [out[i] for i in order]
-            longest = max(range(len(out)), key=lambda b: max(self.lengths[j] for j in out[b]))
-            out[0], out[longest] = out[longest], out[0]
-        if short is not None and not self.drop_last:
-            out.append(short)
-        return out
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches(self.epoch)
-
-    def __len__(self) -> int:
-        full, rest = divmod(self.num_samples if self.weights is not None else len(self.lengths), self.batch_size)
-        return full + (1 if rest and not self.drop_last else 0)
-
-
-def make_collator(tokenizer, cfg: TrainConfig, max_len: int, multiple_of: Optional[int] = None) -> PadCollator:
-    """Dynamic padding, or pad-to-MAX_LEN when ``cfg.dynamic_padding`` is False (the benchmark's baseline)."""
-    return PadCollator(pad_token_id=tokenizer.pad_token_id or 0,
-                       pad_to=None if cfg.dynamic_padding else max_len, multiple_of=multiple_of)
-
-
-def make_train_loader(rows: Sequence[dict], tokenizer, cfg: TrainConfig, max_len: int, *,
-                      batch_sampler: Optional[EpochBatchSampler] = None,
-                      weights: Optional[Sequence[float]] = None,
-                      multiple_of: Optional[int] = None):
-    """``(DataLoader, batch_sampler)`` over ``rows``: the one place the train set is built.
-
-    Pass ``batch_sampler`` (any :class:`EpochBatchSampler`, e.g. source-balanced) or
-    per-example ``weights`` (a weighted loss) to change what the model sees without
-    touching the loop. Default: :class:`LengthGroupedBatchSampler` from the config.
-    """
-    dataset = EncodedDataset(encode(tokenizer, [r["text"] for r in rows], max_len),
-                             [r["label"] for r in rows], weights)
-    if batch_sampler is None:
-        batch_sampler = LengthGroupedBatchSampler(dataset.lengths, cfg.batch_size, seed=cfg.seed,
-                                                  group_by_length=cfg.group_by_length)
-    # A private generator: DataLoader draws a base seed per epoch, and drawing it from
-    # the global RNG would shift dropout masks after a resume.
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batch_sampler,
-                                         collate_fn=make_collator(tokenizer, cfg, max_len, multiple_of),
-                                         generator=torch.Generator().manual_seed(cfg.seed))
-    return loader, batch_sampler
-
-
-def make_eval_loader(texts: Sequence[str], labels: Sequence[int], tokenizer, max_len: int, batch_size: int,
-                     multiple_of: Optional[int] = None):
-    """Batches in order of length (fast inference); results come back in this dataset order."""
-    dataset = EncodedDataset(encode(tokenizer, texts, max_len), labels)
-    order = sorted(range(len(dataset)), key=lambda i: len(dataset.encodings[i]["input_ids"]))
-    sorted_ds = torch.utils.data.Subset(dataset, order)
-    loader = torch.utils.data.DataLoader(sorted_ds, batch_size=batch_size, shuffle=False,
-                                         collate_fn=PadCollator(tokenizer.pad_token_id or 0, multiple_of=multiple_of))
-    return loader, order
-
-
-# --------------------------------------------------------------------------- inference
-
-
-@torch.no_grad()
-def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_len: int = 128,
-                  device: Optional[str | torch.device] = None) -> np.ndarray:
-    """P(legal) for each text, batched in order of length (little padding), in input order.
-
-    Texts get the data stage's normalisation first, as the training texts did (and as the
-    ONNX Predictor does), so raw input such as full-width punctuation scores the same.
-    """
-    texts = [normalise_text(t) for t in texts]
-    if not texts:
-        return np.zeros(0, dtype=np.float64)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    model.to(device)
-    loader, order = make_eval_loader(texts, [0] * len(texts), tokenizer, max_len, batch_size)
-    out = np.zeros(len(texts), dtype=np.float64)
-    pos = 0
-    for batch in loader:
-        batch.pop("labels")
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        probs = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
-        out[order[pos:pos + len(probs)]] = probs
-        pos += len(probs)
-    model.train(was_training)
-    return out
 
 
 # --------------------------------------------------------------------------- optimiser
@@ -400,7 +86,8 @@ def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64, 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: no weight decay on biases and LayerNorm weights (decaying them only hurts)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
@@ -426,95 +113,6 @@ def resolve_mixed_precision(setting: str) -> str:
     return setting
 
 
-# --------------------------------------------------------------------------- state
-
-
-@dataclass
-class TrainerState:
-    """Where training stands; saved with each checkpoint (JSON) so a resume continues exactly."""
-
-    epoch: int = 0
-    #: Micro-batches this process has done in the current epoch.
-    step_in_epoch: int = 0
-    global_step: int = 0
-    best_metric: Optional[float] = None
-    best_epoch: Optional[int] = None
-    bad_epochs: int = 0
-    history: list = field(default_factory=list)
-    #: Running sums of the current epoch (restored on resume so its history line is exact).
-    epoch_loss_sum: float = 0.0
-    epoch_examples: int = 0
-    epoch_seconds: float = 0.0
-    finished: bool = False
-    stopped_early: bool = False
-    fingerprint: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False, indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainerState":
-        return cls(**json.loads(text))
-
-
-StepCallback = Callable[[TrainerState], None]
-
-
-def run_fingerprint(cfg: TrainConfig, rows: Sequence[dict], weights: Optional[Sequence[float]],
-                    processes: int = 1) -> str:
-    """Hash of everything that must match for a checkpoint to be resumed (config + train data +
-    process count: a checkpoint's sampler position and per-process RNG states only mean
-    something with the same number of processes)."""
-    h = hashlib.sha256()
-    ignore = {"resume", "checkpoint_every", "run_dir"}
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in ignore}
-    h.update(json.dumps({**settings, "processes": processes}, sort_keys=True).encode())
-    for r in rows:
-        h.update(f"{r['label']}\t{r['text']}\n".encode("utf-8"))
-    if weights is not None:
-        h.update(np.asarray(weights, dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
-
-
-def _latest_checkpoint(paths: RunPaths) -> Path:
-    return paths.checkpoints / "latest"
-
-
-def save_checkpoint(accelerator, paths: RunPaths, state: TrainerState) -> None:
-    """Save the full training state into ``checkpoints/latest`` (written aside, then swapped in)."""
-    tmp = paths.checkpoints / "incoming"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))  # model, optimizer, scheduler, GradScaler, RNG states (per process)
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
-        latest = _latest_checkpoint(paths)
-        old = paths.checkpoints / "previous"
-        shutil.rmtree(old, ignore_errors=True)
-        if latest.exists():
-            latest.rename(old)
-        tmp.rename(latest)  # a kill before this line leaves the previous checkpoint intact
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def load_resumable_state(paths: RunPaths, fingerprint: str) -> Optional[TrainerState]:
-    """The saved state of an unfinished run with the same fingerprint, else None."""
-    state_file = _latest_checkpoint(paths) / STATE_FILE
-    if not state_file.exists():
-        return None
-    state = TrainerState.from_json(state_file.read_text(encoding="utf-8"))
-    if state.finished:
-        return None
-    if state.fingerprint != fingerprint:
-        logger.warning("checkpoint in %s is from a different configuration or data; starting afresh",
-                       paths.checkpoints)
-        return None
-    return state
-
-
 # --------------------------------------------------------------------------- the loop
 
 
@@ -527,8 +125,6 @@ def _say(accelerator, message: str) -> None:
 
 def validate(accelerator, model, loader, loss_fn) -> dict[str, float]:
     """Validation loss and metrics at threshold 0.5, gathered across processes without duplicates."""
-    from lawclf.evaluate import binary_metrics
-
     model.eval()
     all_probs, all_labels, all_losses = [], [], []
     with torch.no_grad():
@@ -542,9 +138,8 @@ def validate(accelerator, model, loader, loss_fn) -> dict[str, float]:
             all_labels.append(labels.cpu())
             all_losses.append(per_example.cpu())
     model.train()
-    probs = torch.cat(all_probs).numpy().astype(np.float64)
-    labels = torch.cat(all_labels).numpy()
-    metrics = binary_metrics(labels, probs, 0.5)
+    scores = torch.cat(all_probs).numpy().astype(np.float64)
+    metrics = binary_metrics(torch.cat(all_labels).numpy(), scores, 0.5)
     metrics["loss"] = float(torch.cat(all_losses).mean())
     return metrics
 
@@ -553,6 +148,42 @@ def _improved(metric: str, value: float, best: Optional[float]) -> bool:
     if best is None or (isinstance(best, float) and math.isnan(best)):
         return not math.isnan(value)
     return value < best - 1e-12 if metric in _LOWER_IS_BETTER else value > best + 1e-12
+
+
+def _apply_recipe(rows: list[dict], weights: Optional[list[float]], cfg: TrainConfig):
+    """The rows (and weights) the configured recipe keeps, and what it chose (robustness.apply_recipe)."""
+    chosen = apply_recipe(rows, cfg.recipe, negatives=cfg.recipe_negatives, positives=cfg.recipe_positives,
+                          negatives_per_source=cfg.negatives_per_source, hard_fraction=cfg.hard_fraction,
+                          noise_threshold=cfg.noise_threshold, oof_folds=cfg.oof_folds, seed=cfg.seed)
+    kept = [rows[i] for i in chosen.indices]
+    return kept, (None if weights is None else [weights[i] for i in chosen.indices]), chosen
+
+
+def _recipe_line(report: dict[str, Any]) -> str:
+    line = (f"recipe {report['recipe']}: {report['rows_out']} of {report['rows_in']} train rows "
+            f"({report['positives']} legal, {report['negatives']} non-legal")
+    if report["hard_negatives"]:
+        line += f", {report['hard_negatives']} of them hard negatives"
+    line += ")"
+    if report["suspected_noise_dropped"]:
+        line += f"; left out {report['suspected_noise_dropped']} suspected label-noise rows"
+    if report["negatives_over_source_cap"]:
+        line += f"; {report['negatives_over_source_cap']} non-legal rows over the per-source cap"
+    return line
+
+
+def _write_suspected_noise(paths: RunPaths, chosen: TrainingSet) -> None:
+    """``reports/suspected_noise.jsonl``: the rows ``robust`` left out, most confident first, for a
+    person to read (a stale file from an earlier run is removed)."""
+    path = paths.reports / SUSPECTED_NOISE_FILE
+    path.unlink(missing_ok=True)
+    if chosen.report["recipe"] != "robust":
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in chosen.suspected_noise:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    chosen.report["suspected_noise_file"] = str(path)
 
 
 def _subsample(rows: list[dict], weights: Optional[list[float]], n: int, seed: int):
@@ -637,11 +268,15 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     weights = None if sample_weights is None else [float(w) for w in sample_weights]
     if weights is not None and len(weights) != len(rows):
         raise ValueError(f"sample_weights has {len(weights)} values for {len(rows)} train rows")
+    rows, weights, recipe = _apply_recipe(rows, weights, cfg)
     rows, weights = _subsample(rows, weights, cfg.max_train_samples, cfg.seed)
     val_rows = load_split(cfg.run_dir, "validation")
     if not rows or not val_rows:
         raise ValueError(f"{paths.splits}: the train and validation splits must not be empty")
 
+    _say(accelerator, _recipe_line(recipe.report))
+    if accelerator.is_main_process:
+        _write_suspected_noise(paths, recipe)
     tokenizer, model = _build_model(accelerator, cfg, rows, paths)
     lengths = token_lengths(tokenizer, [r["text"] for r in rows])
     cap = min(512, int(getattr(model.config, "max_position_embeddings", 512)))
@@ -677,8 +312,8 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     fingerprint = run_fingerprint(cfg, rows, weights, processes=accelerator.num_processes)
     state = load_resumable_state(paths, fingerprint) if cfg.resume else None
     if state is not None:
-        accelerator.load_state(str(_latest_checkpoint(paths)))  # also restores every RNG
-        _say(accelerator, f"resuming from {_latest_checkpoint(paths)}: epoch {state.epoch + 1}, "
+        accelerator.load_state(str(latest_checkpoint(paths)))  # also restores every RNG
+        _say(accelerator, f"resuming from {latest_checkpoint(paths)}: epoch {state.epoch + 1}, "
                           f"batch {state.step_in_epoch}, optimizer step {state.global_step}")
     else:
         state = TrainerState(fingerprint=fingerprint)
@@ -692,8 +327,11 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
                       f"mixed precision {accelerator.mixed_precision}, device {accelerator.device}")
 
     meta = dict(labels=list(LABELS), max_len=max_len, max_len_choice=max_len_choice, model_name=cfg.model_name,
-                version=__version__, threshold=0.5, train_config=to_dict(cfg), learning_rate=lr)
-    from tqdm import tqdm  # text bars: work in Colab, terminals and papermill (no ipywidgets needed)
+                version=__version__, threshold=0.5, train_config=to_dict(cfg), learning_rate=lr,
+                recipe=recipe.report)
+    from tqdm import (
+        tqdm,  # text bars: work in Colab, terminals and papermill (no ipywidgets needed)
+    )
 
     model.train()
     for epoch in range(state.epoch, cfg.epochs):
@@ -840,7 +478,9 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     cfg = config_from_args(TrainConfig, parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = train(cfg)
-    from accelerate import PartialState  # set up by train(): under `accelerate launch`, report once
+    from accelerate import (
+        PartialState,  # set up by train(): under `accelerate launch`, report once
+    )
 
     if PartialState().is_main_process:
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, ensure_ascii=False, indent=2))
@@ -848,9 +488,6 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 
 __all__ = [
-    "FocalLoss", "make_loss", "choose_max_len", "length_report", "padding_stats", "plot_token_lengths",
-    "token_lengths", "encode", "EncodedDataset", "PadCollator",
-    "EpochBatchSampler", "LengthGroupedBatchSampler", "make_collator", "make_train_loader", "make_eval_loader",
-    "predict_proba", "param_groups", "resolve_learning_rate", "resolve_mixed_precision", "TrainerState",
-    "save_checkpoint", "train", "validate", "write_history", "read_history", "plot_history", "cli",
+    "DEFAULT_LR", "param_groups", "resolve_learning_rate", "resolve_mixed_precision", "train", "validate",
+    "write_history", "read_history", "plot_history", "cli",
 ]

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from lawclf.config import SAMPLE_DATA_DIR
-from lawclf.data import dedup_key, normalise_text
 from lawclf.sample import cli, load_probes, write_sample
+from lawclf.text import dedup_key, normalise_text
 
 FILES = {"legal": 1, "nonlegal": 0}
 EVERYDAY_WORDS = ("借钱", "咨询", "怎么办", "请问")

@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from lawclf.collect import store
-from lawclf.collect.fake_v2ex import FakeClock, FakeV2EX
 from lawclf.collect.jsonl import export_jsonl
 from lawclf.collect.qa import import_qa
 from lawclf.collect.v2ex import V2EXClient, crawl
+from lawclf.testing.fake_v2ex import FakeClock, FakeV2EX
 
 pytestmark = pytest.mark.integration
 

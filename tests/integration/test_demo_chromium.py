@@ -13,9 +13,8 @@ import tempfile
 import urllib.request
 
 import pytest
-
-from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 from _procs import in_ci, need_binary
+from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

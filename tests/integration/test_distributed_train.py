@@ -67,10 +67,9 @@ def launch_two_processes(run_dir: Path, tmp_path: Path, extra: tuple[str, ...] =
 def runs(prepared_run_dir, tmp_path_factory):
     """``(single_run_dir, two_process_run_dir, launcher_output)``, trained once for the module."""
     from lawclf.config import TrainConfig
-    from lawclf.train import train
-
     from lawclf.data import load_split
     from lawclf.modeling import TinySpec, build_tiny
+    from lawclf.train import train
 
     base = tmp_path_factory.mktemp("distributed")
     init = base / "init"
@@ -127,7 +126,9 @@ def test_saved_model_scores_the_same_in_one_process(runs):
 
     from lawclf.config import RunPaths, TrainConfig
     from lawclf.data import load_split
-    from lawclf.train import make_eval_loader, make_loss, validate
+    from lawclf.inference import make_eval_loader
+    from lawclf.losses import make_loss
+    from lawclf.train import validate
 
     _, double, _ = runs
     meta = _meta(double)

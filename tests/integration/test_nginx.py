@@ -17,9 +17,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 from _procs import need_binary
+from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
+
 from lawclf.config import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

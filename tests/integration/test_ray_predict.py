@@ -20,10 +20,16 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-from lawclf import predict  # noqa: E402
+from lawclf import predict, predict_cli  # noqa: E402
 from lawclf.config import RunPaths  # noqa: E402
-from lawclf.ray_predict import (expand_inputs, plan_actors, plan_chunks, predict_files_ray, read_chunk,  # noqa: E402
-                                split_lines)
+from lawclf.ray_predict import (  # noqa: E402
+    expand_inputs,
+    plan_actors,
+    plan_chunks,
+    predict_files_ray,
+    read_chunk,
+    split_lines,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,7 +108,7 @@ def test_ray_output_matches_the_single_process_cli(local_ray, model_dir, tmp_pat
     assert [(e["line"], e["error"], e["raw"]) for e in got_err] == [(e["line"], e["error"], e["raw"])
                                                                    for e in want_err]
     assert {e["file"] for e in got_err} == {str(src)}
-    for (raw, reason), err in zip(BAD_LINES, got_err[-len(BAD_LINES):]):
+    for (_raw, reason), err in zip(BAD_LINES, got_err[-len(BAD_LINES):]):
         assert reason in err["error"]
     # The first bad lines are also reported on the log as file:line: reason.
     first = got_err[0]
@@ -136,8 +142,8 @@ def test_parquet_and_several_files_keep_their_origin(local_ray, model_dir, tmp_p
 def test_cli_engine_ray_with_the_int8_model(local_ray, model_dir, tmp_path, capsys):
     src = _write_jsonl(tmp_path / "in.jsonl", n_good=20)
     common = ["--model", str(model_dir), "--input", str(src), "--no-progress"]
-    assert predict.cli(common + ["--output", str(tmp_path / "l.jsonl"), "--errors", str(tmp_path / "le.jsonl")]) == 1
-    code = predict.cli(common + ["--output", str(tmp_path / "r.jsonl"), "--errors", str(tmp_path / "re.jsonl"),
+    assert predict_cli.cli(common + ["--output", str(tmp_path / "l.jsonl"), "--errors", str(tmp_path / "le.jsonl")]) == 1
+    code = predict_cli.cli(common + ["--output", str(tmp_path / "r.jsonl"), "--errors", str(tmp_path / "re.jsonl"),
                                  "--engine", "ray", "--ray-actors", "2"])
     assert code == 1  # bad lines: exit 1, as the local engine does
     assert "20 classified" in capsys.readouterr().err

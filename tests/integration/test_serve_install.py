@@ -14,11 +14,10 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
 from _serve_fixtures import serve_model_dir  # noqa: F401 (pytest fixtures)
+
 from lawclf.config import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

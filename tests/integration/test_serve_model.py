@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from _serve_fixtures import serve_model_dir  # noqa: F401 (pytest fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _serve_fixtures import serve_model_dir  # noqa: F401 (pytest fixtures)
 from lawclf.config import ServeConfig
 from lawclf.serve import create_app
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import TINY_TRAIN, copy_run
 from lawclf.config import RunPaths, TrainConfig, read_model_meta
 from lawclf.data import load_split
-from lawclf.evaluate import binary_metrics, read_metrics
+from lawclf.evaluate import read_metrics
+from lawclf.metrics import binary_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +24,8 @@ PR_AUC_FLOOR = 0.90
 
 
 def _test_scores(run_dir, model=None, tokenizer=None):
+    from lawclf.inference import predict_proba
     from lawclf.modeling import load_pretrained
-    from lawclf.train import predict_proba
 
     if model is None:
         tokenizer, model = load_pretrained(str(RunPaths(run_dir).model))
@@ -68,8 +69,8 @@ def test_label_shuffled_training_does_not_reach_the_floor(prepared_run_dir, tmp_
 
 @pytest.mark.parametrize("suffix", [" ", "   ", "。", "！"])
 def test_trailing_whitespace_or_punctuation_does_not_flip_confident_predictions(trained_run_dir, suffix):
+    from lawclf.inference import predict_proba
     from lawclf.modeling import load_pretrained
-    from lawclf.train import predict_proba
 
     tokenizer, model = load_pretrained(str(RunPaths(trained_run_dir).model))
     max_len = read_model_meta(RunPaths(trained_run_dir).model)["max_len"]

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from lawclf.baselines import KeywordFilter, TfidfCharLR, char_bigrams, log_odds_table, out_of_fold_scores
+from lawclf.baselines import (
+    KeywordFilter,
+    TfidfCharLR,
+    char_bigrams,
+    log_odds_table,
+    out_of_fold_scores,
+)
 
 LEGAL = ["老板拖欠工资怎么起诉", "离婚后孩子抚养权归谁", "交通事故对方不赔偿怎么办", "房东不退押金可以起诉吗",
          "公司违法辞退要赔偿吗", "借条过了诉讼时效怎么办", "离婚财产怎么分割", "工伤赔偿标准是多少"] * 3

@@ -5,12 +5,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lawclf.collect import split_list
-from lawclf.collect.fake_v2ex import FakeClock
 from lawclf.collect.jsonl import clean_text
 from lawclf.collect.v2ex import TokenBucket, V2EXClient
+from lawclf.testing.fake_v2ex import FakeClock
 
 
 @pytest.mark.parametrize("title, body, expected", [

@@ -11,9 +11,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lawclf.config import DataConfig
-from lawclf.data import (SPLITS, DataError, Record, cap_per_class, clean, dedup_key, length_stats, load_split,
-                         load_summary, normalise_text, prepare, read_jsonl, row_id, split_overlap,
-                         stratified_split)
+from lawclf.data import (
+    SPLITS,
+    DataError,
+    Record,
+    cap_per_class,
+    clean,
+    dedup_key,
+    length_stats,
+    load_split,
+    load_summary,
+    normalise_text,
+    prepare,
+    read_jsonl,
+    row_id,
+    split_overlap,
+    stratified_split,
+)
 
 
 def rec(text: str, label: int = 1, line: int = 1, source: str = "s") -> Record:

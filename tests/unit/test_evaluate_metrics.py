@@ -5,8 +5,14 @@ import math
 
 import pytest
 
-from lawclf.evaluate import (binary_metrics, calibration, choose_threshold, load_probes, per_source_metrics,
-                             probe_report, worst_errors)
+from lawclf.evaluate import worst_errors
+from lawclf.metrics import (
+    binary_metrics,
+    calibration,
+    choose_threshold,
+    per_source_metrics,
+)
+from lawclf.probes import load_probes, probe_report
 
 
 def test_binary_metrics_by_hand():

@@ -63,6 +63,7 @@ def test_graph_inputs_and_dynamic_axes(exported_tiny):
 def test_onnx_matches_torch_on_shapes(exported_tiny, batch, length):
     """fp32 ONNX = PyTorch on random ids of several batch sizes / lengths, with padding in the batch."""
     import onnxruntime as ort
+
     from lawclf.export import load_for_export, torch_logits
 
     _, model = load_for_export(RunPaths(exported_tiny).model)
@@ -123,12 +124,12 @@ def test_export_cli_no_quantize(exported_tiny, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["max_abs_logit_diff"] < 1e-4
 
 
-def test_binary_f1():
-    from lawclf.export import binary_f1
+def test_the_one_f1_at_a_threshold():
+    from lawclf.metrics import binary_metrics
 
     y = np.array([1, 1, 0, 0])
-    assert binary_f1(y, np.array([1, 0, 0, 1])) == pytest.approx(0.5)
-    assert binary_f1(y, np.zeros(4, dtype=int)) == 0.0
+    assert binary_metrics(y, np.array([0.9, 0.1, 0.2, 0.8]), 0.5)["f1"] == pytest.approx(0.5)
+    assert binary_metrics(y, np.zeros(4), 0.5)["f1"] == 0.0
 
 
 @pytest.mark.slow

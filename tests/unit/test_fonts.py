@@ -9,7 +9,12 @@ import matplotlib
 import pytest
 
 from lawclf import fonts
-from lawclf.fonts import FontNotFoundError, find_cjk_font, has_cjk_glyphs, setup_matplotlib
+from lawclf.fonts import (
+    FontNotFoundError,
+    find_cjk_font,
+    has_cjk_glyphs,
+    setup_matplotlib,
+)
 
 #: A font without Chinese glyphs that every matplotlib install ships.
 DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"

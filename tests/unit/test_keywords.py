@@ -15,8 +15,16 @@ from PIL import Image, ImageDraw, ImageFont
 from lawclf import keywords
 from lawclf.config import KeywordConfig, RunPaths
 from lawclf.fonts import FontNotFoundError, has_cjk_glyphs
-from lawclf.keywords import (keyword_bias_table, keyword_lean, lean_words, load_stopwords, log_odds_dirichlet,
-                             rank_auc, render_wordcloud, segment)
+from lawclf.keywords import (
+    keyword_bias_table,
+    keyword_lean,
+    lean_words,
+    load_stopwords,
+    log_odds_dirichlet,
+    rank_auc,
+    render_wordcloud,
+    segment,
+)
 
 DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 

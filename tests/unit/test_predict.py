@@ -14,7 +14,14 @@ import pytest
 from lawclf import config
 from lawclf.config import ExportConfig, RunPaths
 from lawclf.modeling import TinySpec
-from lawclf.predict import ModelLoadError, Predictor, cli, parse_line, predict_file, with_prediction
+from lawclf.predict import (
+    ModelLoadError,
+    Predictor,
+    parse_line,
+    predict_file,
+    with_prediction,
+)
+from lawclf.predict_cli import cli
 
 MAX_LEN = 20
 
@@ -264,10 +271,8 @@ def test_predict_file_streams(predictor, tmp_path):
     assert max(pending_sizes) <= 5000  # never more than one chunk in memory
     assert seen_sizes[0] == 0 and all(b > a for a, b in zip(seen_sizes, seen_sizes[1:]))  # written as it goes
     with out.open(encoding="utf-8") as fh:
-        last = None
-        for last in fh:
-            pass
-    assert json.loads(last)["id"] == n - 1
+        lines = fh.read().splitlines()
+    assert json.loads(lines[-1])["id"] == n - 1
 
 
 def test_cli_subprocess_exit_codes(onnx_dir, tmp_path):

@@ -3,9 +3,20 @@
 import numpy as np
 import pytest
 
-from lawclf.evaluate import choose_threshold
-from lawclf.robustness import (by_source_group, mine_hard_negatives, select_training_rows, source_balanced_weights,
-                               source_group, suspected_label_noise, threshold_for_source_fpr)
+from lawclf.metrics import (
+    choose_threshold,
+    per_source_metrics,
+    source_group,
+    threshold_for_source_fpr,
+)
+from lawclf.robustness import (
+    RECIPES,
+    apply_recipe,
+    mine_hard_negatives,
+    select_training_rows,
+    source_balanced_weights,
+    suspected_label_noise,
+)
 
 
 @pytest.mark.parametrize("source,group", [
@@ -77,9 +88,12 @@ def test_suspected_label_noise_lists_confident_negatives():
     assert suspected_label_noise(rows, [0.95, 0.2, 0.99, 0.99], threshold=0.9) == [2, 0]
 
 
-def test_by_source_group_relabels_copies():
-    rows = [{"text": "t", "label": 0, "source": "o/smile:data/1.json@abc"}]
-    assert by_source_group(rows)[0]["source"] == "smile"
+def test_per_source_metrics_groups_by_source_group():
+    rows = [{"text": "t", "label": 0, "source": f"o/smile:data/{i}.json@abc"} for i in range(3)]
+    rows += [{"text": "l", "label": 1, "source": "o/lawyer:data/legal_advice.json@abc"}]
+    per = per_source_metrics(rows, [0.9, 0.1, 0.1, 0.8], 0.5)
+    assert set(per) == {"smile", "lawyer:legal_advice"}  # one group for the three smile files
+    assert per["smile"]["n"] == 3 and per["smile"]["fpr"] == pytest.approx(1 / 3)
     assert rows[0]["source"].startswith("o/smile")  # the input rows are untouched
 
 
@@ -93,3 +107,56 @@ def test_threshold_for_source_fpr_raises_threshold_for_noisy_source():
     assert flagged / 50 <= 0.03
     assert threshold_for_source_fpr(rows, scores, max_fpr=0.5) == choose_threshold(
         [r["label"] for r in rows], scores)["threshold"]
+
+
+def _corpus():
+    rows = [{"text": f"法律问题{i}：公司拖欠工资怎么办", "label": 1, "source": "o/law:data/q.json@a"} for i in range(40)]
+    rows += [{"text": f"周末去哪里玩{i}", "label": 0, "source": "o/forum:data/f.json@a"} for i in range(120)]
+    rows += [{"text": f"这本书好看吗{i}", "label": 0, "source": "o/reviews:data/r.json@a"} for i in range(30)]
+    rows += [{"text": f"公司拖欠工资怎么办{i}", "label": 0, "source": "o/forum:data/f.json@a"} for i in range(5)]
+    return rows
+
+
+def test_plain_without_caps_keeps_every_row_in_order():
+    rows = _corpus()
+    chosen = apply_recipe(rows, "plain")
+    assert chosen.indices == list(range(len(rows)))
+    assert chosen.report["rows_out"] == len(rows) and chosen.report["suspected_noise_dropped"] == 0
+
+
+def test_balanced_spreads_negatives_and_the_source_cap_holds():
+    rows = _corpus()
+    chosen = apply_recipe(rows, "balanced", negatives=60)
+    per = chosen.report["negatives_per_group"]
+    assert chosen.report["negatives"] == 60 and per["reviews:r"] == 30 and per["forum:f"] == 30
+    capped = apply_recipe(rows, "balanced", negatives_per_source=20)
+    assert capped.report["negatives_per_group"] == {"forum:f": 20, "reviews:r": 20}
+    assert capped.report["negatives_over_source_cap"] == 125 - 20 + 30 - 20
+
+
+def test_robust_leaves_out_suspected_noise_and_returns_it_for_review():
+    rows = _corpus()
+    chosen = apply_recipe(rows, "robust", negatives=40, noise_threshold=0.5, oof_folds=3)
+    kept = {rows[i]["text"] for i in chosen.indices}
+    assert chosen.report["suspected_noise_dropped"] == len(chosen.suspected_noise) > 0
+    for row in chosen.suspected_noise:  # the legal-looking non-legal rows, with their out-of-fold score
+        assert row["label"] == 0 and row["oof_score"] >= 0.5 and row["text"] not in kept
+    assert chosen.report["hard_negatives"] == round(0.3 * 40)
+    assert apply_recipe(rows, "robust", negatives=40, noise_threshold=0.5).indices == chosen.indices  # seeded
+
+
+def test_an_unknown_recipe_is_refused():
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        apply_recipe(_corpus(), "magic")
+    assert set(RECIPES) == {"plain", "balanced", "hardneg", "robust"}
+
+
+def test_choose_threshold_fpr_cap_needs_sources_and_reports_the_binding_one():
+    rows = _rows([(0, "calm", 50), (0, "tricky", 50), (1, "legal", 50)])
+    scores = [0.1] * 50 + [0.1] * 40 + [0.65] * 10 + [0.6] * 10 + [0.9] * 40
+    labels = [r["label"] for r in rows]
+    with pytest.raises(ValueError, match="needs the source"):
+        choose_threshold(labels, scores, "fpr_cap")
+    info = choose_threshold(labels, scores, "fpr_cap", sources=[r["source"] for r in rows], max_source_fpr=0.03)
+    assert info["threshold"] > 0.65 and info["binding_source"] == "tricky"
+    assert info["max_f1_threshold"] <= 0.65 and info["strategy"] == "fpr_cap"

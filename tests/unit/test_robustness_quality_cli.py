@@ -28,40 +28,49 @@ def test_locate_m3e_returns_a_model_dir_or_none(quality):
         assert (Path(path) / "config.json").exists()
 
 
-def test_spread_sample_keeps_class_ratio_and_every_source(quality):
-    rows = [{"text": f"l{i}", "label": 1, "source": "a"} for i in range(100)]
-    rows += [{"text": f"n{i}", "label": 0, "source": "b" if i % 10 else "c"} for i in range(300)]
-    sample = quality.spread_sample(rows, 100, seed=1)
-    assert len(sample) == 100
-    assert sum(r["label"] for r in sample) == 25
-    assert {r["source"] for r in sample} == {"a", "b", "c"}
-    assert quality.spread_sample(rows, 0, seed=1) is rows
+def test_configs_parse_and_unknown_recipes_are_refused(quality):
+    assert quality.parse_configs("tiny:robust, m3e") == [("tiny", "robust"), ("m3e", "plain")]
+    with pytest.raises(SystemExit, match="unknown recipe"):
+        quality.parse_configs("tiny:magic")
 
 
-def test_evaluate_scores_reports_both_thresholds_and_worst_source(quality):
-    val = [{"text": "v", "label": y, "source": s} for y, s in [(1, "l")] * 10 + [(0, "x")] * 30 + [(0, "y")] * 30]
-    val_scores = [0.9] * 10 + [0.1] * 29 + [0.95] + [0.2] * 30
-    res = quality.evaluate_scores(val, val_scores, val, val_scores, max_fpr=0.03)
-    assert set(res) == {"max_f1", "fpr_cap"}
-    assert res["fpr_cap"]["threshold"] >= res["max_f1"]["threshold"]
-    assert res["max_f1"]["worst_source"] in {"x", "y"}
-    fixed = quality.evaluate_scores(val, val_scores, val, val_scores, 0.03, fixed_threshold=0.5)
-    assert set(fixed) == {"rule"} and fixed["rule"]["per_source"]["x"]["false_positives"] == 1
+def test_each_row_is_the_product_cli_with_its_flags(quality, tmp_path):
+    args = quality.build_parser().parse_args(["--data-dir", "d", "--tiny-negatives", "500"])
+    data_cfg, train_cfg, eval_cfg, export_cfg = quality.stage_configs(args, "tiny", "robust", tmp_path / "r", "smile")
+    assert (train_cfg.recipe, train_cfg.recipe_negatives, train_cfg.model_name) == ("robust", 500, "tiny")
+    assert data_cfg.holdout_sources == "smile" and eval_cfg.threshold_strategy == "fpr_cap"
+    line = quality.cli_command("train", train_cfg)
+    assert line.startswith(f"lawclf train --run-dir {tmp_path / 'r'}") and "--recipe robust" in line
+    assert "--recipe-negatives 500" in line and "--batch-size" in line and "--loss" not in line  # defaults left out
+    assert quality.cli_command("export", export_cfg) == f"lawclf export --run-dir {tmp_path / 'r'}"
+    assert "--holdout-sources smile" in quality.cli_command("prepare", data_cfg)
 
 
-def test_goals_judge_the_best_model_against_the_baselines_best_threshold(quality):
-    def metrics(f1, pr_auc, worst=0.01):
-        return {"f1": f1, "pr_auc": pr_auc, "max_source_fpr": worst}
+def test_baselines_report_their_thresholds_and_worst_source(quality):
+    train = [{"text": f"公司拖欠工资怎么办{i}", "label": 1, "source": "o/law:q.json"} for i in range(30)]
+    train += [{"text": f"周末去哪里玩比较好{i}", "label": 0, "source": "o/x:a.json"} for i in range(30)]
+    train += [{"text": f"这家酒店干净吗{i}", "label": 0, "source": "o/y:b.json"} for i in range(30)]
+    rows = quality.run_baselines(train, train, train, max_fpr=0.03, seed=1)
+    assert [r["name"] for r in rows] == ["keyword-filter", "tfidf-char-lr"]
+    assert set(rows[0]["thresholds"]) == {"rule"} and set(rows[1]["thresholds"]) == {"max_f1", "fpr_cap"}
+    m = rows[1]["thresholds"]["fpr_cap"]
+    assert m["f1"] > 0.9 and m["worst_source"] in {"x:a", "y:b"} and m["per_source"]["law:q"]["recall"] > 0.9
+
+
+def test_goals_judge_the_best_int8_row_against_the_baselines_best_threshold(quality):
+    def metrics(f1, pr_auc, worst=0.01, per_source=None):
+        return {"f1": f1, "pr_auc": pr_auc, "max_source_fpr": worst, "per_source": per_source or {}}
 
     tfidf = {"name": "tfidf-char-lr", "kind": "baseline",
-             "test": {"max_f1": metrics(0.93, 0.981), "fpr_cap": metrics(0.91, 0.981)}}
-    weak = {"name": "tiny:plain", "kind": "model", "model": "tiny",
-            "test": {"max_f1": metrics(0.95, 0.97), "fpr_cap": metrics(0.90, 0.97)}}
-    strong = {"name": "m3e:robust", "kind": "model", "model": "m3e",
-              "test": {"max_f1": metrics(0.94, 0.987), "fpr_cap": metrics(0.92, 0.987, worst=0.04)}}
-    held = [{"model": "m3e", "holdout": {"fpr_cap": {"fpr": 0.2}}}]
+             "thresholds": {"max_f1": metrics(0.93, 0.981), "fpr_cap": metrics(0.91, 0.981)}}
+    weak = {"kind": "model", "model": "tiny", "recipe": "plain", "holdout": "",
+            "engines": {"torch": metrics(0.99, 0.99), "onnx-int8": metrics(0.90, 0.97)}}
+    strong = {"kind": "model", "model": "m3e", "recipe": "robust", "holdout": "",
+              "engines": {"torch": metrics(0.93, 0.99), "onnx-int8": metrics(0.92, 0.987, worst=0.04)}}
+    held = [{"kind": "model", "model": "m3e", "recipe": "robust", "holdout": "smile",
+             "engines": {"onnx-int8": metrics(0.9, 0.9, per_source={"smile": {"n": 10, "false_positives": 2}})}}]
     goals = quality._goals([tfidf, weak, strong], held, max_fpr=0.03)
-    assert goals["best_model"] == "m3e:robust"  # by F1 at the fpr_cap threshold
+    assert goals["best_model"] == "m3e:robust (onnx-int8)"  # judged on the int8 row, not torch
     assert goals["f1>=0.95"] == (0.92, False)
     assert goals["pr_auc>=0.98"] == (0.987, True)
     assert goals["every source fpr<=0.03"] == (0.04, False)

@@ -12,10 +12,12 @@ import threading
 import time
 
 import pytest
-
 from _serve_fakes import FakePredictor
+
 from lawclf import serve
 from lawclf.config import ServeConfig
+from lawclf.microbatch import MicroBatcher
+from lawclf.testing.server import config_env, load_test
 
 
 class _ListHandler(logging.Handler):
@@ -276,7 +278,7 @@ def test_openapi_documents_every_route(client):
 
 def test_microbatcher_groups_concurrent_requests_and_returns_each_its_results():
     fake = FakePredictor(delay=0.05)
-    batcher = serve.MicroBatcher(fake.predict, max_size=64, wait_ms=20)
+    batcher = MicroBatcher(fake.predict, max_size=64, wait_ms=20)
     results: dict[int, list] = {}
 
     def call(i):
@@ -297,7 +299,7 @@ def test_microbatcher_groups_concurrent_requests_and_returns_each_its_results():
 
 def test_microbatcher_respects_max_size():
     fake = FakePredictor(delay=0.02)
-    batcher = serve.MicroBatcher(fake.predict, max_size=4, wait_ms=50)
+    batcher = MicroBatcher(fake.predict, max_size=4, wait_ms=50)
     futures = [batcher.submit(["t"]) for _ in range(12)]
     assert all(len(f.result(timeout=10)) == 1 for f in futures)
     batcher.close()
@@ -305,7 +307,7 @@ def test_microbatcher_respects_max_size():
 
 
 def test_microbatcher_lone_request_waits_at_most_wait_ms():
-    batcher = serve.MicroBatcher(FakePredictor().predict, max_size=32, wait_ms=5)
+    batcher = MicroBatcher(FakePredictor().predict, max_size=32, wait_ms=5)
     batcher.predict(["warm"], timeout=5)
     t0 = time.perf_counter()
     batcher.predict(["one"], timeout=5)
@@ -315,7 +317,7 @@ def test_microbatcher_lone_request_waits_at_most_wait_ms():
 
 def test_microbatcher_passes_errors_to_every_waiter_and_keeps_running():
     fake = FakePredictor(fail=True)
-    batcher = serve.MicroBatcher(fake.predict, max_size=8, wait_ms=10)
+    batcher = MicroBatcher(fake.predict, max_size=8, wait_ms=10)
     futures = [batcher.submit(["a"]) for _ in range(3)]
     for f in futures:
         with pytest.raises(RuntimeError):
@@ -328,7 +330,7 @@ def test_microbatcher_passes_errors_to_every_waiter_and_keeps_running():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_microbatcher_works_in_a_forked_child():
     """Gunicorn forks workers after create_app: the child must start its own thread."""
-    batcher = serve.MicroBatcher(FakePredictor().predict, max_size=8, wait_ms=1)
+    batcher = MicroBatcher(FakePredictor().predict, max_size=8, wait_ms=1)
     batcher.predict(["parent"], timeout=5)
     pid = os.fork()
     if pid == 0:  # child
@@ -401,7 +403,7 @@ def test_importing_the_server_does_not_import_torch():
 def test_config_env_round_trips():
     cfg = ServeConfig(model_dir="/m", cors_origins="https://a.example", microbatch=False, max_batch=7,
                       microbatch_wait_ms=2.5, sentry_traces_sample_rate=0.2)
-    assert ServeConfig.from_env(serve.config_env(cfg)) == cfg
+    assert ServeConfig.from_env(config_env(cfg)) == cfg
 
 
 def test_load_test_counts_latencies_and_errors():
@@ -430,7 +432,7 @@ def test_load_test_counts_latencies_and_errors():
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        stats = serve.load_test(f"http://127.0.0.1:{httpd.server_port}", ["甲", "乙"], concurrency=4, n_requests=40)
+        stats = load_test(f"http://127.0.0.1:{httpd.server_port}", ["甲", "乙"], concurrency=4, n_requests=40)
     finally:
         httpd.shutdown()
     assert stats["requests"] == 40 and stats["errors"] == 8 and stats["ok"] == 32

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 
+from _serve_fakes import FakePredictor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _serve_fakes import FakePredictor
 from lawclf import serve
 from lawclf.config import ServeConfig
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from lawclf.batching import LengthGroupedBatchSampler, choose_max_len
 from lawclf.config import TrainConfig
-from lawclf.train import (LengthGroupedBatchSampler, PadCollator, choose_max_len, param_groups,
-                          resolve_learning_rate, resolve_mixed_precision)
+from lawclf.inference import PadCollator
+from lawclf.train import param_groups, resolve_learning_rate, resolve_mixed_precision
 
 
 def _item(n, label=0, weight=None):
@@ -162,7 +163,7 @@ def test_mixed_precision_auto_is_fp32_without_cuda():
 
 
 def test_padding_stats_by_hand():
-    from lawclf.train import padding_stats
+    from lawclf.batching import padding_stats
 
     lengths = [10, 10, 50, 50]
     stats = padding_stats(lengths, batch_size=2, max_len=64, seed=0)
@@ -175,7 +176,7 @@ def test_padding_stats_by_hand():
 
 
 def test_length_report():
-    from lawclf.train import length_report
+    from lawclf.batching import length_report
 
     rep = length_report(list(range(1, 101)), max_len=96)
     assert rep["n"] == 100 and rep["max"] == 100 and rep["p50"] == 50

@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_train_resume import cfg_for, write_splits
 
+from lawclf.batching import LengthGroupedBatchSampler
 from lawclf.config import RunPaths, read_model_meta
 from lawclf.data import load_split
 from lawclf.modeling import TinySpec, build_or_load
-from lawclf.train import LengthGroupedBatchSampler, train
-from test_train_resume import cfg_for, write_splits
+from lawclf.train import train
 
 
 def test_zero_sample_weights_mean_no_learning(tmp_path):

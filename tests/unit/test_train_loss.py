@@ -5,7 +5,7 @@ import torch
 from torch.nn import functional as F
 
 from lawclf.config import TrainConfig
-from lawclf.train import FocalLoss, make_loss
+from lawclf.losses import FocalLoss, make_loss
 
 LOGITS = torch.tensor([[2.0, -1.0], [0.3, 0.1], [-1.5, 2.5], [0.0, 0.2], [1.0, 1.0]])
 TARGETS = torch.tensor([0, 1, 1, 0, 1])
@@ -60,7 +60,7 @@ def test_make_loss_and_bad_parameters():
     assert make_loss(TrainConfig(loss="ce")).gamma == 0.0
     focal = make_loss(TrainConfig(loss="focal", focal_alpha=0.3, focal_gamma=1.5))
     assert (focal.alpha, focal.gamma) == (0.3, 1.5)
-    with pytest.raises(ValueError, match="loss must be"):
+    with pytest.raises(ValueError, match="TrainConfig.loss: must be one of"):
         make_loss(TrainConfig(loss="hinge"))
     with pytest.raises(ValueError, match="alpha"):
         FocalLoss(alpha=1.5)

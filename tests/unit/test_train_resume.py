@@ -111,7 +111,7 @@ def test_changed_config_does_not_resume_a_foreign_checkpoint(tmp_path, capsys):
 def test_fingerprint_depends_on_the_process_count(tmp_path):
     """A checkpoint written by 2 processes (per-process RNG states, a sharded sampler position)
     must not be resumed by 1 process, or the other way round."""
-    from lawclf.train import run_fingerprint
+    from lawclf.checkpoints import run_fingerprint
 
     rows = [{"text": "合同纠纷", "label": 1}, {"text": "今天天气", "label": 0}]
     cfg = cfg_for(tmp_path)

@@ -80,7 +80,7 @@ def _insert_for(conn: Connection):
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
     else:  # a plain INSERT would duplicate or fail on re-runs: say so instead
         raise NotImplementedError(f"upserts are implemented for sqlite and postgresql, not {name!r}")
     return insert
@@ -99,7 +99,7 @@ def upsert_posts(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> dict[st
         clean["title"] = clean["title"] or ""
         clean["body"] = clean["body"] or ""
         clean["fetched_at"] = now
-        by_key[(clean["source"], clean["external_id"])] = clean
+        by_key[(str(clean["source"]), str(clean["external_id"]))] = clean
     if not by_key:
         return {"new": 0, "updated": 0}
     existing = _existing_keys(conn, by_key)

@@ -86,7 +86,7 @@ class FakeV2EX:
     def url(self) -> str:
         assert self._server is not None, "start the server first (use it as a context manager)"
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def add_fault(self, match: str, kind: str, times: int = 1, retry_after: Optional[str] = "7") -> None:
         """Make the next ``times`` requests whose path+query contains ``match`` misbehave as ``kind``."""
@@ -124,6 +124,7 @@ class FakeV2EX:
                "--nodes", nodes, "--feeds", "", "--max-pages", "1000", "--requests-per-hour", "3600000",
                "--no-progress"]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
         try:
             if not self.hanging.wait(timeout):
                 err = proc.stderr.read().decode(errors="replace") if proc.poll() is not None else "(still running)"

@@ -1,0 +1,164 @@
+"""The package's shape: imports point one way, test harnesses stay out of the runtime,
+notebook parameters match the configuration they feed."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from lawclf import config
+from lawclf.config import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "lib" / "lawclf"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every ``lawclf`` import of every module, at module level or inside a function."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                           for a in node.names]
+            for t in targets:
+                while t and t not in modules:
+                    t = t.rpartition(".")[0]
+                if t and t != name and t != "lawclf":
+                    graph[name].add(t)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def test_the_import_graph_has_no_cycles():
+    graph = import_graph()
+    assert "lawclf.train" in graph and "lawclf.metrics" in graph["lawclf.evaluate"]  # the scan sees the package
+    cycle = find_cycle(graph)
+    assert not cycle, " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
+def test_runtime_modules_never_import_the_test_harnesses():
+    graph = import_graph()
+    offenders = {m for m, deps in graph.items() if not m.startswith("lawclf.testing")
+                 and any(d.startswith("lawclf.testing") for d in deps)}
+    assert not offenders
+
+
+@pytest.mark.parametrize("module", ["lawclf.predict", "lawclf.serve", "lawclf.text", "lawclf.metrics",
+                                    "lawclf.validation", "lawclf.microbatch", "lawclf.probes"])
+def test_serving_side_modules_reach_neither_torch_nor_the_training_stages(module):
+    graph = import_graph()
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += graph[m]
+    assert not seen & {"lawclf.train", "lawclf.inference", "lawclf.data", "lawclf.evaluate", "lawclf.modeling"}
+    for m in seen:
+        tree = ast.parse(_modules()[m].read_text(encoding="utf-8"))
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert "torch" not in imported, m
+
+
+# --------------------------------------------------------------------------- notebook parameters
+
+#: notebook -> the config classes its parameters cell feeds.
+NOTEBOOK_CONFIGS = {
+    "00_collect_data": (config.CollectConfig,),
+    "01_data_prep": (config.DataConfig,),
+    "02_keyword_wordcloud": (config.KeywordConfig,),
+    "03_train": (config.TrainConfig,),
+    "04_evaluate": (config.EvalConfig,),
+    "05_export_onnx": (config.ExportConfig,),
+    "06_serve": (config.ServeConfig,),
+}
+#: Parameters whose notebook value differs from the dataclass default on purpose.
+DELIBERATE = {
+    ("00_collect_data", "DB_URL"): "empty = RUN_DIR/collect/collect.db",
+    ("00_collect_data", "OUT_DIR"): "empty = RUN_DIR/collect/data",
+    ("00_collect_data", "NODES"): "the notebook's demo crawls three nodes; `lawclf collect` crawls none unless asked",
+}
+
+
+def parameters_cell(name: str) -> dict[str, object]:
+    nb = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{name}: one cell tagged 'parameters' expected"
+    tree = ast.parse("".join(cells[0]["source"]))
+    return {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+            for t in n.targets if isinstance(t, ast.Name)}
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_CONFIGS))
+def test_notebook_parameters_match_the_dataclass_defaults(name):
+    params = parameters_cell(name)
+    mismatched = {}
+    for cls in NOTEBOOK_CONFIGS[name]:
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for key, value in params.items():
+            if key.lower() in defaults and (name, key) not in DELIBERATE and value != defaults[key.lower()]:
+                mismatched[key] = (value, defaults[key.lower()])
+    assert not mismatched, f"{name}: notebook value vs dataclass default: {mismatched}"
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_CONFIGS))
+def test_papermill_parses_every_parameter_line(name):
+    papermill = pytest.importorskip("papermill")
+    seen = set(papermill.inspect_notebook(str(REPO_ROOT / "notebooks" / f"{name}.ipynb")))
+    assert seen == set(parameters_cell(name))  # a comment with a second '=' makes papermill skip a line
+
+
+def test_training_and_threshold_choices_are_notebook_parameters():
+    assert {"RECIPE", "RECIPE_NEGATIVES", "RECIPE_POSITIVES", "NEGATIVES_PER_SOURCE", "HARD_FRACTION",
+            "NOISE_THRESHOLD", "OOF_FOLDS"} <= set(parameters_cell("03_train"))
+    assert {"THRESHOLD_STRATEGY", "MAX_SOURCE_FPR", "MIN_SOURCE_ROWS"} <= set(parameters_cell("04_evaluate"))
