@@ -39,8 +39,22 @@ def notebook_path(name: str) -> Path:
     return matches[0]
 
 
+def declared_parameters(path: str | os.PathLike[str]) -> set[str]:
+    """The names in a notebook's ``parameters`` cell, as papermill reads them."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)))
+
+
+def parameters_for(path: str | os.PathLike[str], parameters: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``(the parameters the notebook declares, the names it does not)``."""
+    declared = declared_parameters(path)
+    return {k: v for k, v in parameters.items() if k in declared}, sorted(set(parameters) - declared)
+
+
 def run_notebook(name: str, run_dir: str | os.PathLike[str], parameters: Optional[Mapping[str, Any]] = None,
-                 output_dir: Optional[str | os.PathLike[str]] = None, timeout: int = 1800) -> Path:
+                 output_dir: Optional[str | os.PathLike[str]] = None, timeout: int = 1800,
+                 report_ignored: bool = True) -> Path:
     """Execute one notebook with papermill; ``RUN_DIR`` is always passed. Returns the executed copy."""
     import papermill as pm
 
@@ -48,7 +62,10 @@ def run_notebook(name: str, run_dir: str | os.PathLike[str], parameters: Optiona
     out_dir = Path(output_dir) if output_dir else Path(run_dir) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / src.name
-    params = {"RUN_DIR": str(run_dir), **dict(parameters or {})}
+    # Only what this notebook declares: papermill warns about (and injects) any other name.
+    params, ignored = parameters_for(src, {"RUN_DIR": str(run_dir), **dict(parameters or {})})
+    if ignored and report_ignored:
+        print(f"[nbrun] {src.name} declares no {', '.join(ignored)}: not passed", flush=True)
     env_before = os.environ.get("MPLBACKEND")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display here
     try:
@@ -64,10 +81,20 @@ def run_series(run_dir: str | os.PathLike[str], parameters: Optional[Mapping[str
                only: Optional[Iterable[str]] = None) -> list[Path]:
     """Run the series (or the notebooks named in ``only``) in order, passing the same parameters.
 
-    papermill ignores parameters a notebook does not declare (with a warning), so one
-    parameter set can drive the whole series.
+    Each notebook gets only the parameters it declares, so one parameter set drives the
+    whole series; a name that no notebook of the run declares is reported (a typo, probably).
     """
     wanted = list(only) if only else list(SERIES)
+    present = []
+    for name in wanted:
+        try:
+            present.append(notebook_path(name))
+        except FileNotFoundError:
+            pass
+    known = set().union(*(declared_parameters(p) for p in present)) if present else set()
+    unknown = sorted(set(parameters or {}) - known - {"RUN_DIR"})
+    if unknown:
+        print(f"[nbrun] no notebook of this run declares {', '.join(unknown)}: ignored", flush=True)
     done = []
     for name in wanted:
         try:
@@ -77,7 +104,7 @@ def run_series(run_dir: str | os.PathLike[str], parameters: Optional[Mapping[str
             continue
         t0 = time.perf_counter()
         print(f"[nbrun] {name} ...", flush=True)
-        done.append(run_notebook(name, run_dir, parameters))
+        done.append(run_notebook(name, run_dir, parameters, report_ignored=False))
         print(f"[nbrun] {name} done in {time.perf_counter() - t0:.1f}s -> {done[-1]}", flush=True)
     return done
 

@@ -162,3 +162,13 @@ def test_training_and_threshold_choices_are_notebook_parameters():
     assert {"RECIPE", "RECIPE_NEGATIVES", "RECIPE_POSITIVES", "NEGATIVES_PER_SOURCE", "HARD_FRACTION",
             "NOISE_THRESHOLD", "OOF_FOLDS"} <= set(parameters_cell("03_train"))
     assert {"THRESHOLD_STRATEGY", "MAX_SOURCE_FPR", "MIN_SOURCE_ROWS"} <= set(parameters_cell("04_evaluate"))
+
+
+def test_nbrun_passes_each_notebook_only_the_parameters_it_declares():
+    pytest.importorskip("papermill")
+    from lawclf.nbrun import notebook_path, parameters_for
+
+    passed, ignored = parameters_for(notebook_path("04"), {"RUN_DIR": "r", "MODEL_NAME": "tiny",
+                                                           "THRESHOLD_STRATEGY": "fpr_cap"})
+    assert passed == {"RUN_DIR": "r", "THRESHOLD_STRATEGY": "fpr_cap"} and ignored == ["MODEL_NAME"]
+    assert "MODEL_NAME" in parameters_for(notebook_path("03"), {"MODEL_NAME": "tiny"})[0]
