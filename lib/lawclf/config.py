@@ -318,6 +318,8 @@ class ServeConfig(_Checked):
     microbatch: bool = True
     microbatch_max_size: int = 32
     microbatch_wait_ms: float = 5.0
+    #: Texts that may wait for the model per worker; beyond that a request gets 503 with Retry-After at once (0 = no bound).
+    max_queue: int = 256
     #: Seconds a request waits for its prediction before a 503 (Gunicorn's timeout is longer).
     predict_timeout_s: float = 20.0
     sentry_dsn: str = ""

@@ -11,6 +11,10 @@ from concurrent.futures import Future
 from typing import Callable, Optional
 
 
+class Overloaded(RuntimeError):
+    """The queue already holds ``max_queue`` texts: the caller should answer 503 at once."""
+
+
 class MicroBatcher:
     """Groups concurrent requests into one predictor call.
 
@@ -21,13 +25,20 @@ class MicroBatcher:
     runs, so throughput approaches batch throughput; a lone request waits at most
     ``wait_ms``.
 
+    Admission control: at most ``max_queue`` texts wait at a time (0 = no bound); beyond
+    that :meth:`submit` raises :class:`Overloaded` at once, so a burst cannot leave a
+    backlog that outlives it. A job whose caller gave up (``future.cancel()``) is dropped
+    before it reaches the model.
+
     The thread is started lazily in the process that uses it: Gunicorn forks workers
     after loading the app, and threads do not survive a fork.
     """
 
     def __init__(self, predict_many: Callable[[list[str]], list[dict]], max_size: int = 32,
-                 wait_ms: float = 5.0):
+                 wait_ms: float = 5.0, max_queue: int = 0):
         self._predict_many = predict_many
+        self.max_queue = max(0, int(max_queue))
+        self._waiting = 0  # texts queued and not yet taken into a batch
         self.max_size = max(1, int(max_size))
         self.wait_s = max(0.0, float(wait_ms)) / 1000.0
         self._lock = threading.Lock()
@@ -41,8 +52,17 @@ class MicroBatcher:
         """Queue ``texts``; the future resolves to their results (same order)."""
         self._ensure_running()
         fut: Future = Future()
+        with self._lock:
+            if self.max_queue and self._waiting + len(texts) > self.max_queue and self._waiting:
+                raise Overloaded(f"{self._waiting} texts are already waiting (limit {self.max_queue})")
+            self._waiting += len(texts)
         self._queue.put((list(texts), fut))
         return fut
+
+    @property
+    def waiting(self) -> int:
+        """Texts queued and not yet taken into a batch."""
+        return self._waiting
 
     def predict(self, texts: list[str], timeout: Optional[float] = None) -> list[dict]:
         return self.submit(texts).result(timeout=timeout)
@@ -65,6 +85,7 @@ class MicroBatcher:
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's queue and thread are not ours
                 self._queue = queue.Queue()
+                self._waiting = 0
                 self._pid = os.getpid()
                 self.batch_sizes.clear()
             if self._thread is None or not self._thread.is_alive():
@@ -97,7 +118,9 @@ class MicroBatcher:
             if first is None:
                 return
             jobs, stop = self._collect(first)
-            jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]
+            with self._lock:
+                self._waiting -= sum(len(texts) for texts, _ in jobs)
+            jobs = [j for j in jobs if j[1].set_running_or_notify_cancel()]  # callers that gave up: dropped
             texts = [t for job_texts, _ in jobs for t in job_texts]
             try:
                 results = self._predict_many(texts) if texts else []
@@ -118,4 +141,4 @@ class MicroBatcher:
 
 
 
-__all__ = ["MicroBatcher"]
+__all__ = ["MicroBatcher", "Overloaded"]

@@ -20,6 +20,7 @@ This module must never import torch or transformers: the server image has neithe
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,36 @@ POSITIVE_LABEL = LABELS[1]  # "legal"
 
 class ModelLoadError(RuntimeError):
     """The model folder is missing, incomplete or corrupt (the message says which file and why)."""
+
+
+#: BERT's position embeddings: no exported model reads more tokens than this.
+MAX_TOKENS = 512
+
+
+def validate_meta(meta: dict[str, Any], source: str,
+                  n_outputs: Optional[int] = None) -> tuple[list[str], float, int]:
+    """``(labels, threshold, max_len)`` from model metadata, or :class:`ModelLoadError` naming the file and field.
+
+    A server must not start on a model it cannot serve correctly: two distinct labels including
+    ``legal`` (as many as the graph's outputs), a finite threshold in [0, 1], an integer
+    ``max_len`` in [2, 512]. Absent fields keep their defaults (labels of the project, 0.5, 512).
+    """
+    labels = meta.get("labels", list(LABELS))
+    if (not isinstance(labels, list) or len(labels) != 2 or len(set(map(str, labels))) != 2
+            or not all(isinstance(x, str) for x in labels) or POSITIVE_LABEL not in labels):
+        raise ModelLoadError(f"{source}: field 'labels' must be two distinct names including {POSITIVE_LABEL!r}, "
+                             f"got {labels!r}")
+    if n_outputs is not None and n_outputs != len(labels):
+        raise ModelLoadError(f"{source}: field 'labels' names {len(labels)} classes but the graph has "
+                             f"{n_outputs} outputs")
+    threshold = meta.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
+            or not 0.0 <= threshold <= 1.0:
+        raise ModelLoadError(f"{source}: field 'threshold' must be a number in [0, 1], got {threshold!r}")
+    max_len = meta.get("max_len", MAX_TOKENS)
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 2 <= max_len <= MAX_TOKENS:
+        raise ModelLoadError(f"{source}: field 'max_len' must be an integer in [2, {MAX_TOKENS}], got {max_len!r}")
+    return list(labels), float(threshold), int(max_len)
 
 
 def default_threads() -> int:
@@ -121,12 +152,11 @@ class Predictor:
                                  f"this predictor feeds {list(INPUT_NAMES)}")
 
         self.meta = self._load_meta()
-        self.labels: list[str] = list(self.meta.get("labels") or LABELS)
-        if POSITIVE_LABEL not in self.labels:
-            raise ModelLoadError(f"{self.model_dir}: labels {self.labels} do not include {POSITIVE_LABEL!r}")
+        outputs = self.session.get_outputs()
+        width = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+        self.labels, self.threshold, self.max_len = validate_meta(
+            self.meta, self._meta_source, n_outputs=width if isinstance(width, int) else None)
         self.positive_index = self.labels.index(POSITIVE_LABEL)
-        self.threshold = float(self.meta.get("threshold", 0.5))
-        self.max_len = int(self.meta.get("max_len") or 512)
 
         try:
             self.tokenizer = Tokenizer.from_file(str(tok_path))
@@ -142,6 +172,7 @@ class Predictor:
     def _load_meta(self) -> dict[str, Any]:
         """The sidecar ``lawclf_meta.json``; falls back to the copy in the ONNX metadata_props."""
         path = self.model_dir / MODEL_META_FILE
+        self._meta_source = str(path)
         if path.exists():
             try:
                 meta = json.loads(path.read_text(encoding="utf-8"))
@@ -151,6 +182,7 @@ class Predictor:
                 raise ModelLoadError(f"{path}: expected a JSON object")
             return meta
         props = self.session.get_modelmeta().custom_metadata_map
+        self._meta_source = f"{self.model_path} ({ONNX_META_KEY})"
         if ONNX_META_KEY in props:
             try:
                 return json.loads(props[ONNX_META_KEY])

@@ -42,7 +42,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from lawclf import __version__
 from lawclf.config import ServeConfig, add_config_args
-from lawclf.microbatch import MicroBatcher
+from lawclf.microbatch import MicroBatcher, Overloaded
 from lawclf.validation import ApiError, parse_json_body, validate_batch, validate_single
 
 log = logging.getLogger("lawclf.serve")
@@ -213,7 +213,9 @@ def _error(status: int, code: str, message: str) -> Response:
 
 
 def _json(payload: Any, status: int = 200) -> Response:
-    return Response(json.dumps(payload, ensure_ascii=False), status=status, mimetype="application/json")
+    # allow_nan=False: a NaN or infinity becomes a server error, never invalid JSON on the wire.
+    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False), status=status,
+                    mimetype="application/json")
 
 
 class ServeState:
@@ -224,11 +226,17 @@ class ServeState:
 
     def predict(self, texts: list[str]) -> list[dict]:
         if self.batcher is not None:
-            fut = self.batcher.submit(texts)
+            try:
+                fut = self.batcher.submit(texts)
+            except Overloaded:  # admission control: refuse at once rather than queue work nobody waits for
+                raise ApiError(503, "overloaded", "The server is at capacity; retry in a moment.",
+                               headers={"Retry-After": "1"}) from None
             try:
                 results = fut.result(timeout=self.cfg.predict_timeout_s)
             except FutureTimeout:
-                raise ApiError(503, "timeout", "The model is busy; try again shortly.") from None
+                fut.cancel()  # still queued: dropped before it reaches the model
+                raise ApiError(503, "timeout", "The model is busy; try again shortly.",
+                               headers={"Retry-After": "1"}) from None
             g.batch_size = getattr(fut, "batch_size", len(texts))
             return results
         g.batch_size = len(texts)
@@ -264,7 +272,7 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
         except Exception as exc:
             log.critical("cannot load the model from %s: %s", cfg.model_dir, exc)
             raise
-    batcher = (MicroBatcher(holder.predict_many, cfg.microbatch_max_size, cfg.microbatch_wait_ms)
+    batcher = (MicroBatcher(holder.predict_many, cfg.microbatch_max_size, cfg.microbatch_wait_ms, cfg.max_queue)
                if cfg.microbatch else None)
     sentry = init_sentry(cfg)
     examples = read_examples()
@@ -366,7 +374,9 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return _error(exc.status, exc.code, exc.message)
+        resp = _error(exc.status, exc.code, exc.message)
+        resp.headers.update(exc.headers)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -4,7 +4,8 @@ with an HTTP status, a machine-readable code and a message that says what to fix
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+import unicodedata
+from typing import Any, Mapping, Optional, Sequence
 
 #: Field names accepted for one text and for a list of texts (``content`` is the original contract).
 TEXT_FIELDS = ("content", "text")
@@ -16,9 +17,10 @@ BATCH_FIELDS = ("texts", "contents")
 class ApiError(Exception):
     """A client error: becomes a 4xx JSON response ``{"error": {"code", "message"}}``."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: Optional[Mapping[str, str]] = None):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
 
 
 def parse_json_body(mimetype: str, body: bytes) -> Any:
@@ -37,12 +39,21 @@ def parse_json_body(mimetype: str, body: bytes) -> Any:
         raise ApiError(400, "invalid_json", f"The body is not valid JSON: {_short(str(exc))}") from None
 
 
+def has_visible_character(text: str) -> bool:
+    """True when some character is neither whitespace nor a control/format/unassigned/private-use one
+    (zero-width spaces, joiners, BOMs and NULs alone are not a text)."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in {"Cc", "Cf", "Cn", "Co", "Cs"} for ch in text)
+
+
 def validate_text(value: Any, field: str, max_chars: int) -> str:
     """Check one text: a non-empty, well-formed string of at most ``max_chars`` characters."""
     if not isinstance(value, str):
         raise ApiError(400, "invalid_field", f"'{field}' must be a string, got {_json_type(value)}.")
     if not value.strip():
         raise ApiError(400, "empty_text", f"'{field}' is empty; send the text to classify.")
+    if not has_visible_character(value):
+        raise ApiError(400, "no_visible_text", f"'{field}' has no visible character (only control, format or "
+                                               "zero-width characters); send the text to classify.")
     if len(value) > max_chars:
         raise ApiError(400, "text_too_long",
                        f"'{field}' has {len(value)} characters; the limit is {max_chars}.")

@@ -1,0 +1,149 @@
+"""Serving that refuses what it cannot serve well: bad model metadata, invisible texts, NaN, overload."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+import time
+
+import pytest
+from _serve_fakes import FakePredictor
+
+from lawclf import serve
+from lawclf.config import ServeConfig
+from lawclf.microbatch import MicroBatcher, Overloaded
+from lawclf.predict import ModelLoadError, validate_meta
+from lawclf.validation import ApiError, has_visible_character, validate_text
+
+
+@pytest.mark.parametrize("meta,field", [
+    ({"max_len": 100000}, "max_len"),
+    ({"max_len": 0}, "max_len"),
+    ({"max_len": "64"}, "max_len"),
+    ({"labels": ["legal"]}, "labels"),
+    ({"labels": ["legal", "legal"]}, "labels"),
+    ({"labels": ["a", "b"]}, "labels"),
+    ({"threshold": float("nan")}, "threshold"),
+    ({"threshold": {}}, "threshold"),
+    ({"threshold": 1.5}, "threshold"),
+    ({"threshold": True}, "threshold"),
+])
+def test_bad_model_metadata_is_refused_naming_the_file_and_field(meta, field):
+    with pytest.raises(ModelLoadError, match=rf"models/x/lawclf_meta.json: field '{field}'"):
+        validate_meta(meta, "models/x/lawclf_meta.json")
+
+
+def test_good_metadata_and_the_defaults():
+    assert validate_meta({"labels": ["non_legal", "legal"], "threshold": 0.42, "max_len": 64}, "m") == (
+        ["non_legal", "legal"], 0.42, 64)
+    assert validate_meta({}, "m") == (["non_legal", "legal"], 0.5, 512)
+    with pytest.raises(ModelLoadError, match="graph has 3 outputs"):
+        validate_meta({}, "m", n_outputs=3)
+
+
+@pytest.mark.slow
+def test_a_model_folder_with_bad_metadata_does_not_load(exported_run_dir, tmp_path):
+    from lawclf.config import RunPaths
+    from lawclf.predict import Predictor
+
+    onnx = shutil.copytree(RunPaths(exported_run_dir).onnx, tmp_path / "onnx")
+    meta_path = onnx / "lawclf_meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta_path.write_text(json.dumps({**meta, "threshold": float("nan")}), encoding="utf-8")  # json writes NaN
+    with pytest.raises(ModelLoadError, match=r"lawclf_meta.json: field 'threshold'"):
+        Predictor(onnx)
+    with pytest.raises(ModelLoadError, match="field 'threshold'"):
+        serve.create_app(ServeConfig(model_dir=str(onnx), log_level="WARNING"))
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b", "\x00\x00", "\ufeff", "\u200d \u2060\n", "\x07\x1b"])
+def test_texts_without_a_visible_character_get_a_400(text):
+    assert not has_visible_character(text)
+    with pytest.raises(ApiError) as err:
+        validate_text(text, "content", 100)
+    assert err.value.status == 400 and err.value.code in {"no_visible_text", "empty_text"}
+    client = serve.create_app(ServeConfig(log_level="WARNING"), predictor=FakePredictor()).test_client()
+    resp = client.post("/predict", json={"content": text})
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] in {"no_visible_text", "empty_text"}
+
+
+def test_visible_text_with_zero_width_characters_is_still_scored():
+    assert has_visible_character("\u200b借钱\u200b")
+    assert validate_text("\u200b借钱", "content", 100) == "\u200b借钱"
+
+
+class _NaNPredictor(FakePredictor):
+    def predict(self, texts):
+        out = super().predict(texts)
+        for r in ([out] if isinstance(out, dict) else out):
+            r["score"] = math.nan
+        return out
+
+
+def test_nan_never_reaches_the_wire():
+    client = serve.create_app(ServeConfig(log_level="CRITICAL"), predictor=_NaNPredictor()).test_client()
+    resp = client.post("/predict", json={"content": "公司拖欠工资怎么办"})
+    assert resp.status_code == 500
+    body = json.loads(resp.get_data(as_text=True))  # strict JSON: Python's parser would accept NaN, so check text
+    assert "NaN" not in resp.get_data(as_text=True) and body["error"]["code"] == "internal_error"
+
+
+class _GatedPredictor(FakePredictor):
+    """Blocks inside the model call until released, recording every text it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate, self.entered, self.seen = threading.Event(), threading.Event(), []
+
+    def predict(self, texts):
+        self.seen += list(texts)
+        self.entered.set()
+        self.gate.wait(10)
+        return super().predict(texts)
+
+
+def test_a_full_queue_refuses_at_once_and_abandoned_jobs_never_reach_the_model():
+    model = _GatedPredictor()
+    batcher = MicroBatcher(model.predict, max_size=1, wait_ms=0, max_queue=2)
+    running = batcher.submit(["running"])
+    assert model.entered.wait(5)  # the model is busy with the first job
+    waiting = [batcher.submit(["a"]), batcher.submit(["b"])]
+    t0 = time.monotonic()
+    with pytest.raises(Overloaded):
+        batcher.submit(["c"])
+    assert time.monotonic() - t0 < 0.5  # refused at once, not after a timeout
+    assert waiting[0].cancel()  # its caller gave up while it was still queued
+    model.gate.set()
+    assert running.result(5)[0]["score"] == FakePredictor.score("running")
+    assert waiting[1].result(5)
+    assert "a" not in model.seen and "c" not in model.seen
+    assert batcher.waiting == 0
+    batcher.close()
+
+
+def test_overload_is_a_503_with_retry_after_and_the_server_recovers():
+    model = _GatedPredictor()
+    app = serve.create_app(ServeConfig(log_level="CRITICAL", microbatch_max_size=1, microbatch_wait_ms=0,
+                                       max_queue=1, predict_timeout_s=5), predictor=model)
+    results: dict[str, int] = {}
+
+    def call(name):
+        results[name] = app.test_client().post("/predict", json={"content": name}).status_code
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    assert model.entered.wait(5)
+    second = threading.Thread(target=call, args=("second",))
+    second.start()
+    deadline = time.monotonic() + 5
+    while app.extensions["lawclf"].batcher.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    resp = app.test_client().post("/predict", json={"content": "third"})
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
+    assert resp.get_json()["error"]["code"] == "overloaded"
+    model.gate.set()
+    first.join(5), second.join(5)
+    assert results == {"first": 200, "second": 200}
+    assert app.test_client().post("/predict", json={"content": "after"}).status_code == 200  # recovered
