@@ -207,6 +207,24 @@ def _openapi_spec() -> dict:
     return json.loads(resources.files("lawclf").joinpath("resources/openapi.json").read_text(encoding="utf-8"))
 
 
+def read_body(req: Any, limit: int) -> bytes:
+    """The request body, or a 413 :class:`ApiError` when it is larger than ``limit`` bytes.
+
+    With a Content-Length, Werkzeug enforces ``MAX_CONTENT_LENGTH`` itself. A chunked body has
+    none, and Werkzeug then silently cuts the stream at the limit (a truncated JSON could even
+    parse), so it is read here from the server's de-chunked input, one byte past the limit.
+    """
+    if req.content_length is not None:
+        return req.get_data(cache=True)
+    raw = req.environ.get("wsgi.input")
+    if raw is None:
+        return b""
+    data = raw.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
+    return data
+
+
 def _error(status: int, code: str, message: str) -> Response:
     body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
     return Response(body, status=status, mimetype="application/json")
@@ -319,8 +337,7 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
         return response
 
     def _body_json() -> Any:
-        # get_data enforces MAX_CONTENT_LENGTH (413) even without a Content-Length header.
-        return parse_json_body(request.mimetype, request.get_data(cache=True))
+        return parse_json_body(request.mimetype, read_body(request, cfg.max_body_bytes))
 
     @app.post("/predict")
     def predict_one() -> Response:

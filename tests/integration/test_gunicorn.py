@@ -150,3 +150,26 @@ def test_server_stops_cleanly_on_sigterm(serve_model_dir, tmp_path):
     assert call(srv.url + "/predict", {"content": "测试一下关闭"})[0] == 200
     assert srv.stop() == 0
     assert "SIGABRT" not in srv.logs() and "terminate called" not in srv.logs()
+
+
+def test_a_chunked_body_over_the_limit_gets_a_json_413_from_gunicorn(gunicorn_server):
+    import http.client
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(gunicorn_server.url)
+
+    def chunked(body: bytes):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        conn.request("POST", "/predict", body=iter([body[i:i + 65536] for i in range(0, len(body), 65536)]),
+                     headers={"Content-Type": "application/json"}, encode_chunked=True)
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read())
+        conn.close()
+        return out
+
+    # 1.5 MB: over the default 1 MB limit; cut at the limit it would still parse.
+    tricky = json.dumps({"content": "房东不退押金怎么办？", "pad": "x" * 1_500_000}).encode()
+    status, body = chunked(tricky)
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+    status, body = chunked(json.dumps({"content": "房东不退押金怎么办？"}, ensure_ascii=False).encode())
+    assert status == 200 and "score" in body

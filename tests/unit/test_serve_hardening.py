@@ -147,3 +147,25 @@ def test_overload_is_a_503_with_retry_after_and_the_server_recovers():
     first.join(5), second.join(5)
     assert results == {"first": 200, "second": 200}
     assert app.test_client().post("/predict", json={"content": "after"}).status_code == 200  # recovered
+
+
+def _chunked(app, body: bytes):
+    from werkzeug.test import run_wsgi_app
+
+    env = {"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "CONTENT_TYPE": "application/json",
+           "wsgi.input": __import__("io").BytesIO(body), "wsgi.input_terminated": True,
+           "HTTP_TRANSFER_ENCODING": "chunked", "SERVER_NAME": "t", "SERVER_PORT": "80", "wsgi.url_scheme": "http"}
+    chunks, status, headers = run_wsgi_app(app, env)
+    return int(status.split()[0]), json.loads(b"".join(chunks))
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_never_a_truncated_request():
+    app = serve.create_app(ServeConfig(log_level="CRITICAL", max_body_bytes=1000), predictor=FakePredictor())
+    # Cut at 1,000 bytes, this body would still parse ("content" is complete, the padding is after it).
+    tricky = json.dumps({"content": "公司拖欠工资怎么办", "pad": "x" * 5000}).encode()
+    assert _chunked(app, tricky) == (413, {"error": {"code": "payload_too_large",
+                                                     "message": "The request body is larger than 1000 bytes."}})
+    status, body = _chunked(app, b'{"content": "' + b"a" * 20000 + b'"}')
+    assert status == 413
+    status, body = _chunked(app, json.dumps({"content": "公司拖欠工资怎么办"}).encode())
+    assert status == 200 and body["score"] == FakePredictor.score("公司拖欠工资怎么办")
