@@ -187,3 +187,18 @@ def test_the_colab_install_cell_works_in_a_running_kernel(name):
     assert cell.count("https://github.com/") == 1 and "{REPO_URL}" in cell  # a fork changes one line
     if name[:2] in {"01", "02", "03", "04", "05"}:  # they draw Chinese text
         assert "fonts-wqy-microhei" in cell and "apt-get -qq update" in cell
+
+
+def test_environment_yml_installs_what_the_pip_extras_install():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    import yaml
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = set(project["dependencies"])
+    for extra in ("data", "train", "serve", "collect", "notebooks"):
+        wanted |= set(project["optional-dependencies"][extra])
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text(encoding="utf-8"))
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert set(pip) == wanted
+    assert not any(str(d).startswith(("torch", "pytorch")) for d in env["dependencies"] + pip)  # torch: the user's build
