@@ -42,8 +42,17 @@ def _one(kind: str) -> dict:
     return found[0]
 
 
+def _container(name: str) -> dict:
+    (found,) = [c for c in _one("Deployment")["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    return found
+
+
 def _api_container() -> dict:
-    return _one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return _container("api")
+
+
+def _proxy_container() -> dict:
+    return _container("proxy")
 
 
 def _cpu(quantity: str) -> float:
@@ -93,20 +102,56 @@ def test_labels_and_selectors_agree():
         deployment["apiVersion"], "Deployment", deployment["metadata"]["name"])
 
 
-def test_service_and_probes_reach_the_container_port():
-    container, service = _api_container(), _one("Service")
-    port_names = {p["name"] for p in container["ports"]}
-    port_numbers = {p["containerPort"] for p in container["ports"]}
+def test_only_the_proxy_is_reachable_and_gunicorn_listens_on_loopback():
+    api, proxy, service = _api_container(), _proxy_container(), _one("Service")
+    assert "ports" not in api  # nothing but the proxy may reach Gunicorn (slow clients would hold its threads)
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    assert env["GUNICORN_BIND"].startswith("127.0.0.1:")
+    upstream = env["GUNICORN_BIND"]
+    port_names = {p["name"] for p in proxy["ports"]} | {p["containerPort"] for p in proxy["ports"]}
     for svc_port in service["spec"]["ports"]:
-        assert svc_port["targetPort"] in port_names | port_numbers
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] in port_names | port_numbers, probe
+        assert svc_port["targetPort"] in port_names
+    assert proxy["readinessProbe"]["httpGet"]["port"] in port_names
+    conf = (K8S_DIR / "nginx.conf").read_text(encoding="utf-8")
+    assert f"server {upstream};" in conf and "listen 8080;" in conf
+    assert {p["containerPort"] for p in proxy["ports"]} == {8080}
+    mounts = {m["mountPath"]: m for m in proxy["volumeMounts"]}
+    assert mounts["/etc/nginx/nginx.conf"]["subPath"] == "nginx.conf"
+    volumes = {v["name"]: v for v in _one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    generated = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text(encoding="utf-8"))["configMapGenerator"]
+    assert volumes[mounts["/etc/nginx/nginx.conf"]["name"]]["configMap"]["name"] == generated[0]["name"]
+    assert generated[0]["files"] == ["nginx.conf"]
+
+
+def test_the_pod_proxy_config_is_deploy_nginx_conf_with_a_loopback_upstream():
+    import subprocess
+    import sys
+
+    script = K8S_DIR.parents[1] / "scripts" / "k8s_nginx_conf.py"
+    assert subprocess.run([sys.executable, str(script), "--check"]).returncode == 0, \
+        "deploy/k8s/nginx.conf is out of date: run python scripts/k8s_nginx_conf.py"
+
+
+def _probe_paths() -> dict[str, str]:
+    """probe -> the app route it asks for (HTTP probes through the proxy, exec probes on loopback)."""
+    out = {}
+    for container in (_api_container(), _proxy_container()):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            spec = container.get(probe)
+            if spec and "httpGet" in spec:
+                out[f"{container['name']}.{probe}"] = spec["httpGet"]["path"]
+            elif spec and "exec" in spec:
+                command = " ".join(spec["exec"]["command"])
+                assert "http://127.0.0.1:8000/" in command, command
+                out[f"{container['name']}.{probe}"] = "/" + command.split("http://127.0.0.1:8000/", 1)[1].split("'")[0]
+    return out
 
 
 def test_probes_use_the_apps_health_routes():
-    container = _api_container()
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    paths = _probe_paths()
+    assert paths["proxy.readinessProbe"] == "/readyz"
+    assert paths["api.livenessProbe"] == "/healthz" and paths["api.startupProbe"] == "/healthz"
+    assert "tcpSocket" in _proxy_container()["livenessProbe"]
 
 
 class _StubPredictor:
@@ -125,9 +170,7 @@ def test_probe_paths_answer_200_in_the_real_app():
 
     data = _one("ConfigMap")["data"]
     client = serve.create_app(ServeConfig.from_env(data), predictor=_StubPredictor()).test_client()
-    container = _api_container()
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        path = container[probe]["httpGet"]["path"]
+    for probe, path in _probe_paths().items():
         assert client.get(path).status_code == 200, f"{probe} {path}"
 
 
