@@ -161,3 +161,29 @@ def test_access_log_is_json_with_the_request_id(nginx):
     time.sleep(0.3)
     lines = [json.loads(li) for li in (nginx["prefix"] / "access.log").read_text().splitlines() if li.strip()]
     assert any(li["request_id"] == "access-log-1" and li["status"] == 200 for li in lines)
+
+
+def _raw(url: str, request: bytes) -> tuple[int, str, bytes]:
+    """Send bytes as they are (malformed on purpose); return status, Content-Type and body."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers.get("content-type", ""), body
+
+
+@pytest.mark.parametrize("request_bytes,status,code", [
+    (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 414, "uri_too_long"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\nConnection: close\r\n\r\n", 400,
+     "headers_too_large"),
+    (b"NOT A REQUEST\r\n\r\n", 400, "bad_request"),
+])
+def test_errors_nginx_answers_itself_are_json(nginx, request_bytes, status, code):
+    got, content_type, body = _raw(nginx["url"], request_bytes)
+    assert got == status and content_type.startswith("application/json"), body[:200]
+    assert json.loads(body)["error"]["code"] == code
