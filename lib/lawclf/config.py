@@ -200,7 +200,7 @@ class TrainConfig(_Checked):
     #: Hub name (``bert-base-chinese``), a local save_pretrained directory, or ``tiny``
     #: (a small BERT built here, with a character vocabulary trained on the train split).
     model_name: str = "bert-base-chinese"
-    #: 0 = choose from the train split's length distribution (see train.choose_max_len).
+    #: 0 = choose from the train split's length distribution (see batching.choose_max_len).
     max_len: int = 0
     batch_size: int = 16
     epochs: int = 3

@@ -72,4 +72,4 @@ def test_any_text_gets_a_probability_or_a_4xx(client, texts):
             results = body.get("results", [body])
             assert all(0.0 <= r["score"] <= 1.0 and r["label"] in ("legal", "non_legal") for r in results)
         else:
-            assert body["error"]["code"] in {"empty_text", "text_too_long"}
+            assert body["error"]["code"] in {"empty_text", "no_visible_text", "text_too_long"}
