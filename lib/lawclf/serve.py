@@ -319,6 +319,11 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
 
     @app.after_request
     def _finish(response: Response) -> Response:
+        if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+            # Flask's automatic OPTIONS answer is an empty text/html body: say the allowed methods in JSON.
+            allow = [m.strip() for m in response.headers.get("Allow", "").split(",") if m.strip()]
+            response.set_data(json.dumps({"allow": allow}))
+            response.mimetype = "application/json"
         response.headers["X-Request-ID"] = g.get("request_id", "")
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers.setdefault("Cache-Control", "no-store")

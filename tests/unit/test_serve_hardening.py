@@ -169,3 +169,11 @@ def test_a_chunked_body_over_the_limit_is_a_413_never_a_truncated_request():
     assert status == 413
     status, body = _chunked(app, json.dumps({"content": "公司拖欠工资怎么办"}).encode())
     assert status == 200 and body["score"] == FakePredictor.score("公司拖欠工资怎么办")
+
+
+def test_options_is_answered_in_json():
+    client = serve.create_app(ServeConfig(log_level="CRITICAL"), predictor=FakePredictor()).test_client()
+    resp = client.options("/predict")
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    assert set(resp.get_json()["allow"]) >= {"POST", "OPTIONS"}
+    assert set(resp.headers["Allow"].replace(" ", "").split(",")) == set(resp.get_json()["allow"])
