@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -391,9 +392,14 @@ class CollectConfig(_Checked):
 ConfigT = TypeVar("ConfigT")
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a config class (evaluated once: every config built checks every field)."""
+    return typing.get_type_hints(cls)
+
+
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
-    hints = typing.get_type_hints(cls)
-    tp = hints[f.name]
+    tp = _type_hints(cls)[f.name]
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]

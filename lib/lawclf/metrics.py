@@ -66,7 +66,7 @@ def f1_score(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-def binary_metrics(labels: ArrayLike | np.ndarray, scores: ArrayLike, threshold: float) -> dict[str, float]:
+def binary_metrics(labels: ArrayLike, scores: ArrayLike, threshold: float) -> dict[str, float]:
     """Accuracy, precision, recall, F1, FPR at ``threshold`` plus threshold-free ROC-AUC and PR-AUC.
 
     A text is called legal when its score is ``>= threshold``. AUCs are NaN when only one
@@ -102,7 +102,7 @@ def binary_metrics(labels: ArrayLike | np.ndarray, scores: ArrayLike, threshold:
 # --------------------------------------------------------------------------- thresholds
 
 
-def source_fpr_floor(labels: ArrayLike | np.ndarray, scores: ArrayLike, groups: Sequence[str],
+def source_fpr_floor(labels: ArrayLike, scores: ArrayLike, groups: Sequence[str],
                      max_fpr: float = 0.03, min_rows: int = 20) -> tuple[float, str]:
     """The lowest threshold at which every group's false-positive rate is ``<= max_fpr``.
 
@@ -129,7 +129,7 @@ def source_fpr_floor(labels: ArrayLike | np.ndarray, scores: ArrayLike, groups: 
     return floor, binding
 
 
-def choose_threshold(labels: ArrayLike | np.ndarray, scores: ArrayLike, strategy: str = "max_f1",
+def choose_threshold(labels: ArrayLike, scores: ArrayLike, strategy: str = "max_f1",
                      target_precision: float = 0.95, *, sources: Optional[Sequence[str]] = None,
                      max_source_fpr: float = 0.03, min_source_rows: int = 20) -> dict[str, Any]:
     """Pick the decision threshold on *validation* scores.

@@ -70,6 +70,13 @@ def mine_hard_negatives(rows: Sequence[Mapping], scores: ArrayLike, k: int) -> l
     return negatives[: max(0, k)]
 
 
+def hard_negatives(rows: Sequence[Mapping], scores: ArrayLike, exclude: Iterable[int], k: int) -> list[int]:
+    """:func:`mine_hard_negatives` among the rows not in ``exclude`` (excluded rows rank last)."""
+    masked = np.asarray(scores, dtype=np.float64).copy()
+    masked[list(exclude)] = -np.inf
+    return mine_hard_negatives(rows, masked, k)
+
+
 def select_training_rows(rows: Sequence[Mapping], n_negatives: int, n_positives: int = 0,
                          hard_scores: Optional[ArrayLike] = None, hard_fraction: float = 0.3,
                          balance_sources: bool = True, exclude: Iterable[int] = (),
@@ -95,9 +102,7 @@ def select_training_rows(rows: Sequence[Mapping], n_negatives: int, n_positives:
     chosen_pos = pos if not n_positives or n_positives >= len(pos) else _spread(pos, groups, n_positives, rng)
     chosen_neg: list[int] = []
     if hard_scores is not None and hard_fraction > 0:
-        scores = np.asarray(hard_scores, dtype=np.float64).copy()
-        scores[list(excluded)] = -np.inf
-        chosen_neg = mine_hard_negatives(rows, scores, int(round(hard_fraction * n_negatives)))
+        chosen_neg = hard_negatives(rows, hard_scores, excluded, int(round(hard_fraction * n_negatives)))
     taken = set(chosen_neg)
     rest = [i for i in neg if i not in taken]
     need = max(0, min(n_negatives, len(neg)) - len(chosen_neg))
@@ -229,9 +234,7 @@ def apply_recipe(rows: Sequence[Mapping], recipe: str = "plain", *, negatives: i
                                    balance_sources=balance, exclude=excluded, seed=seed)
     hard_idx: list[int] = []
     if hard and scores is not None:  # the same hard negatives select_training_rows took first
-        masked = scores.copy()
-        masked[list(excluded)] = -np.inf
-        hard_idx = mine_hard_negatives(rows, masked, int(round(hard_fraction * n_neg)))
+        hard_idx = hard_negatives(rows, scores, excluded, int(round(hard_fraction * n_neg)))
     noise_rows = [{**dict(rows[i]), "oof_score": float(scores[i])} for i in noise] if scores is not None else []
     return TrainingSet(indices, _recipe_counts(report, rows, indices, hard=hard_idx, noise=noise,
                                                capped=len(capped)), noise_rows)

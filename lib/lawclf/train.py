@@ -329,9 +329,8 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     meta = dict(labels=list(LABELS), max_len=max_len, max_len_choice=max_len_choice, model_name=cfg.model_name,
                 version=__version__, threshold=0.5, train_config=to_dict(cfg), learning_rate=lr,
                 recipe=recipe.report)
-    from tqdm import (
-        tqdm,  # text bars: work in Colab, terminals and papermill (no ipywidgets needed)
-    )
+    # Text bars: they work in Colab, terminals and papermill (no ipywidgets needed).
+    from tqdm import tqdm
 
     model.train()
     for epoch in range(state.epoch, cfg.epochs):
@@ -478,9 +477,8 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     cfg = config_from_args(TrainConfig, parser.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = train(cfg)
-    from accelerate import (
-        PartialState,  # set up by train(): under `accelerate launch`, report once
-    )
+    # Set up by train(): under `accelerate launch`, report once.
+    from accelerate import PartialState
 
     if PartialState().is_main_process:
         print(json.dumps({k: v for k, v in summary.items() if k != "history"}, ensure_ascii=False, indent=2))
