@@ -7,13 +7,14 @@ RUN_DIR ?= runs/sample
 PARAMS ?= notebooks/params/local.yaml
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-fast lint serve clean help
+.PHONY: setup run test test-fast lint colab-check serve clean help
 
 help:
 	@echo "make run    - set up, then run the notebook series on the embedded sample (ends with an ONNX model)"
 	@echo "make test   - set up, then run the whole test suite (notebooks, integration tests included)"
 	@echo "make test-fast - unit and data tests only (seconds)"
 	@echo "make lint   - ruff (lint, import order) and mypy (lib/) - what CI runs before the tests"
+	@echo "make colab-check - every notebook as Colab runs it (fresh runtime each, Drive stand-in), lowest and newest versions"
 	@echo "make serve  - serve $(RUN_DIR)/onnx with Gunicorn on http://127.0.0.1:8000"
 
 setup: $(VENV)/.installed
@@ -36,6 +37,14 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check lib tests benchmarks scripts
 	$(VENV)/bin/mypy
+
+# Each notebook in its own fresh Colab-like runtime, at the declared lower bounds and at the newest releases.
+# The two passes run side by side (mostly pip and kernel start-up); the lowest pass's log follows the newest's.
+colab-check: setup
+	@mkdir -p runs
+	@$(PY) scripts/colab_like.py --versions lowest > runs/colab-lowest.log 2>&1 & low=$$!; \
+	$(PY) scripts/colab_like.py --versions newest; rc=$$?; \
+	wait $$low || rc=1; echo "--- lowest versions:"; cat runs/colab-lowest.log; exit $$rc
 
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow and not notebook and not integration" $(PYTEST_ARGS)

@@ -181,10 +181,13 @@ def test_the_colab_install_cell_works_in_a_running_kernel(name):
     cell = next("".join(c["source"]) for c in nb["cells"]
                 if c["cell_type"] == "code" and "google.colab" in "".join(c["source"]))
     assert "pip install -q -e" not in cell  # an editable install is invisible to a running kernel until a restart
-    assert 'sys.path.insert(0, "/content/lawclf/lib")' in cell
+    assert 'sys.path.insert(0, os.path.join(SRC, "lib"))' in cell
     assert "notebooks]" not in cell  # papermill/ipykernel could replace Colab's own kernel packages
-    assert not re.search(r"pip install[^\n]*torch", cell)  # Colab's CUDA torch stays
-    assert cell.count("https://github.com/") == 1 and "{REPO_URL}" in cell  # a fork changes one line
+    install = [line for line in cell.splitlines() if '"pip", "install"' in line]
+    assert len(install) == 1 and "check_call" in install[0]  # a failed install stops the notebook (%pip does not)
+    assert "torch" not in install[0] and not re.search(r"^\s*%pip", cell, re.M)  # Colab's CUDA torch stays
+    assert cell.count("https://github.com/") == 1 and "{REPO_URL}" in cell  # one clone address per notebook
+    assert 'os.environ.get("LAWCLF_REPO_URL"' in cell  # the Colab-like CI job points it at a local clone
     if name[:2] in {"01", "02", "03", "04", "05"}:  # they draw Chinese text
         assert "fonts-wqy-microhei" in cell and "apt-get -qq update" in cell
 
@@ -202,3 +205,32 @@ def test_environment_yml_installs_what_the_pip_extras_install():
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert set(pip) == wanted
     assert not any(str(d).startswith(("torch", "pytorch")) for d in env["dependencies"] + pip)  # torch: the user's build
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOK_CONFIGS))
+def test_every_notebook_finds_its_run_folder_on_drive_and_checks_its_prerequisites(name):
+    nb = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
+    codes = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    params = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert parameters_cell(name)["USE_DRIVE"] is True
+    after = "".join(nb["cells"][params + 1]["source"])  # the first cell after the parameters (and papermill's)
+    assert "RUN_DIR = colab.run_dir(RUN_DIR, use_drive=USE_DRIVE)" in after
+    from lawclf.colab import PREREQUISITES
+
+    if name[:2] in PREREQUISITES:
+        assert f'colab.require(RUN_DIR, "{name[:2]}")' in after
+    assert sum("colab.run_dir(" in c for c in codes) == 1
+
+
+def test_set_repo_rewrites_every_badge_and_clone_address(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("set_repo", REPO_ROOT / "scripts" / "set_repo.py")
+    set_repo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(set_repo)
+    assert set_repo.main(["lawclf/lawclf", "--check"]) == 0  # the committed files agree with each other
+    for path in set_repo.files():
+        new = set_repo.rewrite(path.read_text(encoding="utf-8"), "someone/fork", "dev")
+        assert "lawclf/lawclf" not in new.replace("ghcr.io/lawclf/lawclf", "")
+        if path.suffix == ".ipynb":
+            assert "github/someone/fork/blob/dev/notebooks/" in new and "https://github.com/someone/fork.git" in new

@@ -1,0 +1,244 @@
+"""Run every notebook the way Google Colab runs it: a CI job (``make colab-check``, in ``.ci/run``).
+
+    python scripts/colab_like.py --versions newest --work /tmp/colab-newest
+    python scripts/colab_like.py --versions lowest --work /tmp/colab-lowest
+
+What it builds, and why each part is there:
+
+* **A snapshot of this checkout as the "GitHub" remote** (tracked and untracked-but-not-ignored
+  files, committed in a throw-away repository); ``LAWCLF_REPO_URL`` points the notebooks'
+  install cell at it, so the notebooks clone it exactly as Colab clones GitHub.
+* **A fresh virtual environment holding only what Colab ships**: torch, transformers,
+  accelerate, tokenizers, numpy, pandas, matplotlib, scikit-learn, requests, tqdm and the
+  Jupyter kernel — not lawclf, not onnxruntime, not jieba. ``--versions lowest`` installs
+  the lower bound that ``pyproject.toml`` declares for every direct dependency (a
+  constraints file, also applied to the notebooks' own ``%pip install``); ``newest`` the
+  newest releases. torch stays at the CPU build on disk (Colab keeps its own CUDA build).
+* **A stand-in ``google.colab``** imported at kernel start-up (as Colab does), whose
+  ``drive.mount`` links the mount point to one folder shared by all notebooks: that is
+  "Google Drive", the only thing that outlives a runtime.
+* **Each notebook in its own fresh kernel and its own empty working folder** (Colab's
+  ``/content``: ``LAWCLF_COLAB_ROOT``), in series order, with nothing installed beforehand:
+  its install cell must clone, install and import the library in one pass of "Run all".
+* **A disconnect** (``--disconnect``, on by default): notebook 03's kernel is killed once
+  its first checkpoint reaches Drive; 03 is then run again in a new runtime and must
+  resume from that checkpoint.
+* ``apt-get`` is a logging stand-in (the fonts come from the CI machine's packages).
+
+Small parameters (the tiny offline model) keep it inside the CI time budget. Exits 1 with
+a message on the first failure; prints a table of notebooks, seconds and package versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+SERIES = ("00_collect_data", "01_data_prep", "02_keyword_wordcloud", "03_train", "04_evaluate",
+          "05_export_onnx", "06_serve")
+#: What a Colab runtime has before any notebook installs anything (the parts this project uses).
+COLAB_PACKAGES = ("transformers", "accelerate", "tokenizers", "numpy", "pandas", "matplotlib", "scikit-learn",
+                  "requests", "tqdm", "ipykernel", "setuptools")
+TORCH = "torch==2.13.0"  # the CPU build on disk; Colab's own CUDA build is never replaced
+#: Small parameters, per notebook (only names it declares).
+PARAMS = {"03_train": {"MODEL_NAME": "tiny", "CHECKPOINT_EVERY": 10}}
+SHOWN = ("torch", "transformers", "accelerate", "tokenizers", "numpy", "onnx", "onnxruntime", "pandas",
+         "scikit-learn")
+
+GOOGLE_COLAB = '''"""Stand-in for Colab's google.colab (scripts/colab_like.py): only drive.mount."""
+'''
+GOOGLE_COLAB_DRIVE = '''"""drive.mount links the mount point to $LAWCLF_FAKE_DRIVE (shared by every "runtime")."""
+import os
+
+
+def mount(mountpoint, force_remount=False, timeout_ms=120000, readonly=False):
+    storage = os.environ["LAWCLF_FAKE_DRIVE"]
+    os.makedirs(os.path.join(storage, "MyDrive"), exist_ok=True)
+    if os.path.islink(mountpoint) and not force_remount:
+        print("Drive already mounted at " + mountpoint)
+        return
+    os.makedirs(os.path.dirname(mountpoint), exist_ok=True)
+    os.symlink(storage, mountpoint)
+    print("Mounted at " + mountpoint)
+'''
+APT_GET = '''#!/bin/sh
+echo "apt-get $*" >> "$LAWCLF_APT_LOG"
+'''
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def lower_bounds() -> list[str]:
+    """``name==X`` for every ``name>=X`` the project declares (core and the data/train/serve/collect extras)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    reqs = list(project["dependencies"])
+    for extra in ("data", "train", "serve", "collect"):
+        reqs += project["optional-dependencies"][extra]
+    pins = {}
+    for req in reqs:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([\w.]+)", req.strip())
+        if m:
+            pins[m.group(1).lower()] = m.group(3)
+    return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def snapshot(remote: Path) -> str:
+    """This checkout's files, committed in a fresh repository: the notebooks' "GitHub"."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                            capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (remote / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, remote / rel)
+    git = ["git", "-c", "user.name=colab-like", "-c", "user.email=ci@localhost", "-C", str(remote)]
+    sh(git[:5] + ["init", "-q", str(remote)])
+    sh(git + ["add", "-A"])
+    sh(git + ["commit", "-qm", "snapshot for the Colab-like job"])
+    return f"file://{remote}"
+
+
+def make_runtime(work: Path, versions: str) -> tuple[Path, dict[str, str]]:
+    """The Colab-like venv, its kernel spec and the environment every kernel gets."""
+    venv = work / "venv"
+    sh([sys.executable, "-m", "venv", str(venv)])
+    py = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PIP_CONSTRAINT"}}
+    if versions == "lowest":
+        constraints = work / "lower-bounds.txt"
+        constraints.write_text("\n".join(lower_bounds()) + "\n", encoding="utf-8")
+        env["PIP_CONSTRAINT"] = str(constraints)
+    log = work / "pip.log"
+    for args in (["--upgrade", "pip"], [TORCH, *COLAB_PACKAGES]):
+        with open(log, "a", encoding="utf-8") as fh:
+            done = subprocess.run([str(py), "-m", "pip", "install", "-q", *args], env=env, stdout=fh, stderr=fh)
+        if done.returncode != 0:
+            tail = "\n".join(line for line in log.read_text(encoding="utf-8").splitlines()
+                             if not line.startswith("WARNING: Location"))[-3000:]
+            raise SystemExit(f"FAILED: installing Colab's packages ({versions})\n{tail}")
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "google" / "colab").mkdir(parents=True, exist_ok=True)  # no google/__init__.py: a namespace
+    (site / "google" / "colab" / "__init__.py").write_text(GOOGLE_COLAB, encoding="utf-8")
+    (site / "google" / "colab" / "drive.py").write_text(GOOGLE_COLAB_DRIVE, encoding="utf-8")
+    (site / "colab_like_startup.pth").write_text("import google.colab\n", encoding="utf-8")  # as Colab's kernel
+    sh([str(py), "-m", "ipykernel", "install", "--prefix", str(work / "jupyter"), "--name", "colab-like"],
+       env=env, capture_output=True)
+    shim = work / "shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "apt-get").write_text(APT_GET, encoding="utf-8")
+    (shim / "apt-get").chmod(0o755)
+    env.update({"JUPYTER_PATH": str(work / "jupyter" / "share" / "jupyter"),
+                "PATH": f"{shim}:{venv / 'bin'}:{env.get('PATH', '')}", "MPLBACKEND": "Agg",
+                "HF_HUB_OFFLINE": "1", "LAWCLF_FAKE_DRIVE": str(work / "drive"), "LAWCLF_APT_LOG": str(work / "apt.log"),
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"})
+    return py, env
+
+
+def papermill_cmd(remote: Path, name: str, out: Path, content: Path, params: dict) -> list[str]:
+    cmd = [sys.executable, "-m", "papermill", str(remote / "notebooks" / f"{name}.ipynb"), str(out),
+           "-k", "colab-like", "--cwd", str(content), "--no-progress-bar", "--execution-timeout", "900"]
+    if params:
+        cmd += ["-y", json.dumps(params)]
+    return cmd
+
+
+def run_notebook(remote: Path, name: str, work: Path, env: dict[str, str], attempt: str = "") -> float:
+    """One notebook in a new runtime: an empty /content, a new kernel. Returns seconds."""
+    content = work / f"content-{name[:2]}{attempt}"
+    content.mkdir()
+    out = work / "executed" / f"{name}{attempt}.ipynb"
+    out.parent.mkdir(exist_ok=True)
+    t0 = time.time()
+    done = subprocess.run(papermill_cmd(remote, name, out, content, PARAMS.get(name, {})),
+                          env={**env, "LAWCLF_COLAB_ROOT": str(content)}, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"FAILED: {name}{attempt} in a fresh Colab-like runtime\n{done.stderr[-4000:]}")
+    return time.time() - t0
+
+
+def disconnect_during_training(remote: Path, work: Path, env: dict[str, str]) -> None:
+    """Run 03, kill its kernel once a checkpoint is on Drive (the runtime is gone), as Colab does."""
+    content = work / "content-03-killed"
+    content.mkdir()
+    out = work / "executed" / "03_train-killed.ipynb"
+    out.parent.mkdir(exist_ok=True)
+    state = work / "drive" / "MyDrive" / "lawclf" / "runs" / "sample" / "checkpoints" / "latest" / "trainer_state.json"
+    proc = subprocess.Popen(papermill_cmd(remote, "03_train", out, content, PARAMS["03_train"]),
+                            env={**env, "LAWCLF_COLAB_ROOT": str(content)}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    killed = proc.poll() is None
+    os.killpg(proc.pid, signal.SIGKILL)  # papermill and its kernel: the runtime disconnects
+    proc.wait()
+    shutil.rmtree(content)  # the runtime's disk goes with it
+    if not killed:
+        raise SystemExit("FAILED: 03 finished (or died) before its first checkpoint reached Drive; "
+                         "the disconnect could not be simulated")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--versions", choices=("newest", "lowest"), default="newest")
+    p.add_argument("--work", default="", help="working folder (default: a new temporary folder, removed after)")
+    p.add_argument("--disconnect", default=True, action=argparse.BooleanOptionalAction,
+                   help="kill 03 after its first checkpoint and check that it resumes from Drive")
+    args = p.parse_args(argv)
+    work = Path(args.work) if args.work else Path(f"/tmp/colab-like-{args.versions}-{os.getpid()}")
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "remote").mkdir(parents=True)
+    t0 = time.time()
+    url = snapshot(work / "remote")
+    py, env = make_runtime(work, args.versions)
+    env["LAWCLF_REPO_URL"] = url
+    setup_s = time.time() - t0
+    print(f"[colab-like] {args.versions}: runtime ready in {setup_s:.0f}s", flush=True)
+    timings = {}
+    for name in SERIES:
+        if name == "03_train" and args.disconnect:
+            disconnect_during_training(work / "remote", work, env)
+            timings[name] = run_notebook(work / "remote", name, work, env, attempt="-resumed")
+            text = (work / "executed" / "03_train-resumed.ipynb").read_text(encoding="utf-8")
+            if "resuming" not in text:
+                raise SystemExit("FAILED: 03 run again after the disconnect did not resume from the Drive checkpoint")
+        else:
+            timings[name] = run_notebook(work / "remote", name, work, env)
+        print(f"[colab-like] {name}: {timings[name]:.0f}s", flush=True)
+
+    drive_run = work / "drive" / "MyDrive" / "lawclf" / "runs" / "sample"
+    for part in ("splits/train.jsonl", "model/lawclf_meta.json", "onnx/model.int8.onnx", "reports/metrics.json",
+                 "reports/06_serve.json", "collect/collect.db"):
+        if not (drive_run / part).exists():
+            raise SystemExit(f"FAILED: {part} is not on the stand-in Drive ({drive_run})")
+    apt = (work / "apt.log").read_text(encoding="utf-8").count("fonts-wqy-microhei") if (work / "apt.log").exists() else 0
+    if apt < 5:
+        raise SystemExit(f"FAILED: only {apt} notebooks asked apt-get for the CJK font (01-05 draw Chinese text)")
+    listed = json.loads(subprocess.run([str(py), "-m", "pip", "list", "--format", "json"], check=True,
+                                       capture_output=True, text=True).stdout)
+    versions = {d["name"].lower(): d["version"] for d in listed}
+    print(f"\n[colab-like] passed ({args.versions} versions), {time.time() - t0:.0f}s in all, setup {setup_s:.0f}s")
+    print("  " + ", ".join(f"{n} {versions.get(n, '-')}" for n in SHOWN))
+    print("  " + "  ".join(f"{n[:2]} {s:.0f}s" for n, s in timings.items()))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
