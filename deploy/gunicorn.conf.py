@@ -44,7 +44,9 @@ ort_threads = _int_env("LAWCLF_ORT_THREADS", max(1, cores // workers), zero_is_a
 # The app reads its thread count from the environment (ServeConfig.from_env).
 os.environ["LAWCLF_ORT_THREADS"] = str(ort_threads)
 
-worker_class = "gthread"
+# gthread plus a read deadline per request (GUNICORN_READ_TIMEOUT, default 10 s) and JSON for Gunicorn's own
+# error pages: a slow or lying client holds a thread for at most that long (lawclf.gunicorn_worker).
+worker_class = "lawclf.gunicorn_worker.DeadlineThreadWorker"
 threads = _int_env("GUNICORN_THREADS", 32)  # concurrent requests per worker
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Each worker loads the app and the model itself. ONNX Runtime is not fork-safe: a session

@@ -477,7 +477,8 @@ def _gunicorn_conf(monkeypatch, **env) -> dict:
 def test_gunicorn_conf_fits_workers_times_threads_to_the_cores(monkeypatch):
     conf = _gunicorn_conf(monkeypatch)
     cores = len(os.sched_getaffinity(0))
-    assert conf["worker_class"] == "gthread" and conf["preload_app"] is False and conf["accesslog"] is None
+    assert conf["worker_class"] == "lawclf.gunicorn_worker.DeadlineThreadWorker"  # gthread with read deadlines
+    assert conf["preload_app"] is False and conf["accesslog"] is None
     assert conf["workers"] == max(1, cores // 4) and conf["workers"] * conf["ort_threads"] <= max(cores, 1)
     assert os.environ["LAWCLF_ORT_THREADS"] == str(conf["ort_threads"])  # handed to the app
     conf = _gunicorn_conf(monkeypatch, WEB_CONCURRENCY="3", LAWCLF_ORT_THREADS="0", GUNICORN_BIND="0.0.0.0:9000")
