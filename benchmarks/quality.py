@@ -16,9 +16,12 @@ Baselines on the same train split: a learned keyword filter and TF-IDF char n-gr
 with thresholds chosen on validation by the same ``metrics.choose_threshold``.
 
 ``--holdout smile`` adds, per configuration, a run whose data stage keeps that source group
-out of train and validation (``lawclf prepare --holdout-sources smile``); its false-positive
-rate on that never-seen group is reported. A test split drawn from the training sources
-overstates quality; the held-out rows say how the model does on a source it never saw.
+out of train and validation (``lawclf prepare --holdout-sources smile``); ``--holdout all``
+does this for **every** source group of the corpus (leave-one-source-group-out), one run each.
+A left-out non-legal group is judged by its false-positive rate, a left-out legal group by
+its recall, each against the TF-IDF and keyword baselines trained on the same split. A test
+split drawn from the training sources overstates quality; the left-out rows say how the
+model does on a source it never saw. ``--holdout-max-rows`` caps the left-out rows scored.
 
 Prints tables and writes ``quality.json`` (numbers and settings only, never corpus text)
 to ``--out``. Exits 0 with "skipped: corpus not found" when the corpus is absent.
@@ -69,6 +72,8 @@ from lawclf.probes import load_probes, probe_report
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = os.environ.get("LAWCLF_SHARED_DATA", str(REPO_ROOT.parent / "shared" / "data"))
 ENGINES = ("torch", "onnx-fp32", "onnx-int8")
+LOO_MAX_FPR = 0.05  # goal on every left-out non-legal group (int8 model)
+LOO_MIN_RECALL = 0.90  # goal on every left-out legal group
 
 
 def locate_m3e() -> Optional[str]:
@@ -113,7 +118,8 @@ def stage_configs(args: argparse.Namespace, model: str, recipe: str, run_dir: Pa
     """The four stage configurations of one benchmark row (what the CLI flags would build)."""
     tiny = model == "tiny"
     data_cfg = DataConfig(run_dir=str(run_dir), data_dir=args.data_dir, lenient=True, seed=args.seed,
-                          max_per_class=args.max_per_class, holdout_sources=holdout)
+                          max_per_class=args.max_per_class, holdout_sources=holdout,
+                          holdout_max_rows=args.holdout_max_rows if holdout else 0)
     train_cfg = TrainConfig(
         run_dir=str(run_dir), model_name=resolve_model(model), max_len=args.max_len, batch_size=args.batch_size,
         epochs=args.tiny_epochs if tiny else args.bert_epochs,
@@ -252,12 +258,44 @@ def probe_summary(score_fn, threshold: float) -> Optional[dict]:
             "nonlegal_flagged": len(flagged), "nonlegal_n": sum(1 for it in rep["items"] if it["label"] == 0)}
 
 
-def holdout_fpr(per_source: dict, holdout: str) -> dict:
-    """False-positive rate on the held-out source group(s), from per-source test metrics."""
+def holdout_score(per_source: dict, holdout: str) -> dict:
+    """What counts on a left-out group: FPR for a non-legal group, recall for a legal one.
+
+    ``{"side", "n", "metric", "value", "ok"}``, where ``ok`` is the issue's goal
+    (FPR ≤ 5 %, recall ≥ 0.90); a group holding both classes is judged on both."""
     ps = {g: v for g, v in per_source.items() if holdout in g}
     n = sum(v["n"] for v in ps.values())
+    pos = sum(v.get("positives", 0) for v in ps.values())
+    neg = n - pos
     fp = sum(v.get("false_positives", 0) for v in ps.values())
-    return {"n": n, "fpr": fp / n if n else 0.0}
+    fn = sum(v.get("false_negatives", 0) for v in ps.values())
+    out: dict[str, Any] = {"n": n, "fpr": fp / neg if neg else None, "recall": (pos - fn) / pos if pos else None}
+    out["side"] = "legal" if pos > neg else "non-legal"
+    out["metric"] = "recall" if out["side"] == "legal" else "fpr"
+    out["value"] = out[out["metric"]]
+    out["ok"] = ((out["fpr"] is None or out["fpr"] <= LOO_MAX_FPR)
+                 and (out["recall"] is None or out["recall"] >= LOO_MIN_RECALL))
+    return out
+
+
+def corpus_groups(data_dir: str) -> list[str]:
+    """Every source group of the corpus, in file order (what ``--holdout all`` leaves out, one by one)."""
+    from lawclf.metrics import source_group
+
+    seen: dict[str, None] = {}
+    for name in ("legal.jsonl", "nonlegal.jsonl"):
+        with open(Path(data_dir) / name, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    seen.setdefault(source_group(json.loads(line).get("source", "")), None)
+    return list(seen)
+
+
+def parse_holdouts(spec: str, data_dir: str) -> list[str]:
+    """``--holdout``: '' → none, ``all`` → every group, else a comma list."""
+    if spec.strip() == "all":
+        return corpus_groups(data_dir)
+    return [x.strip() for x in spec.split(",") if x.strip()]
 
 
 # --------------------------------------------------------------------------- reporting
@@ -284,11 +322,59 @@ def print_table(results: list[dict]) -> None:
               f"{m['threshold']:>7.3f}  {m['max_source_fpr']:.3f} {m['worst_source']}")
 
 
+def _tfidf_best(res: Optional[dict], key: str) -> Optional[float]:
+    return None if res is None else max(v[key] for v in res["thresholds"].values())
+
+
+def leave_one_out_rows(results: list[dict], holdout: list[dict]) -> list[dict]:
+    """One row per (configuration, left-out group), plus each configuration's in-distribution row:
+    the int8 model against TF-IDF (its fpr_cap threshold) and the keyword filter, all trained
+    on the same split. PR-AUC is over that run's whole test split (left-out rows included)."""
+    rows = []
+    for res in [r for r in results + holdout if r["kind"] == "model"]:
+        group = res["holdout"]
+        pool = holdout if group else results
+        base = {r["name"].split(" ")[0]: r for r in pool if r["kind"] == "baseline" and r.get("holdout", "") == group}
+        tfidf, keyword = base.get("tfidf-char-lr"), base.get("keyword-filter")
+        int8 = res["engines"]["onnx-int8"]
+        row: dict[str, Any] = {"config": f"{res['model']}:{res['recipe']}", "left_out": group or "(none)",
+                               "pr_auc": int8["pr_auc"], "tfidf_pr_auc": _tfidf_best(tfidf, "pr_auc"),
+                               "f1": int8["f1"], "tfidf_f1": _tfidf_best(tfidf, "f1"),
+                               "train_rows": res.get("train_rows"), "threshold": res.get("threshold")}
+        if group:
+            row.update(holdout_score(int8["per_source"], group))
+            row["tfidf"] = None if tfidf is None else \
+                holdout_score(tfidf["thresholds"]["fpr_cap"]["per_source"], group)["value"]
+            row["keyword"] = None if keyword is None else \
+                holdout_score(keyword["thresholds"]["rule"]["per_source"], group)["value"]
+        rows.append(row)
+    return rows
+
+
+def print_leave_one_out(rows: list[dict]) -> None:
+    head = (f"{'configuration':<14}{'left out':<42}{'side':<10}{'n':>6}  {'metric':<7}{'int8':>7}{'tfidf':>7}"
+            f"{'keyword':>8}   {'PR-AUC':>6} {'tfidf':>6}  ok")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        def f(x: Optional[float]) -> str:
+            return "   –" if x is None else f"{x:.3f}"
+        if r["left_out"] == "(none)":
+            print(f"{r['config']:<14}{'(none: in-distribution test)':<42}{'':<10}{'':>6}  {'F1':<7}{f(r['f1']):>7}"
+                  f"{f(r['tfidf_f1']):>7}{'':>8}   {f(r['pr_auc']):>6} {f(r['tfidf_pr_auc']):>6}")
+            continue
+        ok = r["ok"] and (r["tfidf_pr_auc"] is None or r["pr_auc"] > r["tfidf_pr_auc"])
+        print(f"{r['config']:<14}{r['left_out'][:41]:<42}{r['side']:<10}{r['n']:>6}  {r['metric']:<7}{f(r['value']):>7}"
+              f"{f(r['tfidf']):>7}{f(r['keyword']):>8}   {f(r['pr_auc']):>6} {f(r['tfidf_pr_auc']):>6}  "
+              f"{'yes' if ok else 'NO'}")
+
+
 def _goals(results: list[dict], holdout: list[dict], max_fpr: float) -> dict:
     """The quality goals, on the best configuration's **int8** row (the model the server loads).
 
     "Ahead of TF-IDF" is judged strictly: against the baseline's best F1 at any of its
-    thresholds, and PR-AUC against PR-AUC.
+    thresholds, and PR-AUC against PR-AUC. Left-out groups (``--holdout``) are judged by
+    :func:`holdout_score`'s goals and by PR-AUC ahead of TF-IDF trained on the same split.
     """
     models = [r for r in results if r["kind"] == "model"]
     tfidf = next((r for r in results if r["name"] == "tfidf-char-lr"), None)
@@ -296,22 +382,32 @@ def _goals(results: list[dict], holdout: list[dict], max_fpr: float) -> dict:
         return {"note": "no model trained"}
     best = max(models, key=lambda r: r["engines"]["onnx-int8"]["f1"])
     m = best["engines"]["onnx-int8"]
-    ho = [r for r in holdout if r["kind"] == "model" and r["model"] == best["model"] and r["recipe"] == best["recipe"]]
-    ho_fpr = max((holdout_fpr(r["engines"]["onnx-int8"]["per_source"], r["holdout"])["fpr"] for r in ho),
-                 default=None)
-    tf_f1 = None if tfidf is None else max(v["f1"] for v in tfidf["thresholds"].values())
-    tf_auc = None if tfidf is None else max(v["pr_auc"] for v in tfidf["thresholds"].values())
-    return {
+    tf_f1, tf_auc = _tfidf_best(tfidf, "f1"), _tfidf_best(tfidf, "pr_auc")
+    goals: dict[str, Any] = {
         "best_model": f"{best['model']}:{best['recipe']} (onnx-int8)",
         "f1>=0.95": (round(m["f1"], 4), m["f1"] >= 0.95),
         "pr_auc>=0.98": (round(m["pr_auc"], 4), m["pr_auc"] >= 0.98),
         f"every source fpr<={max_fpr}": (round(m["max_source_fpr"], 4), m["max_source_fpr"] <= max_fpr),
-        f"held-out fpr<={max_fpr}": (None if ho_fpr is None else round(ho_fpr, 4),
-                                     None if ho_fpr is None else ho_fpr <= max_fpr),
         "beats tfidf f1": (None if tf_f1 is None else round(tf_f1, 4), None if tf_f1 is None else m["f1"] > tf_f1),
         "beats tfidf pr_auc": (None if tf_auc is None else round(tf_auc, 4),
                                None if tf_auc is None else m["pr_auc"] > tf_auc),
     }
+    loo = [r for r in leave_one_out_rows(results, holdout)
+           if r["left_out"] != "(none)" and r["config"] == f"{best['model']}:{best['recipe']}"]
+    if loo:
+        neg = [r for r in loo if r["side"] == "non-legal"]
+        pos = [r for r in loo if r["side"] == "legal"]
+        if neg:
+            worst = max(neg, key=lambda r: r["fpr"] or 0.0)
+            goals[f"every left-out non-legal group fpr<={LOO_MAX_FPR}"] = (
+                f"{worst['fpr']:.4f} ({worst['left_out']})", all(r["ok"] for r in neg))
+        if pos:
+            worst = min(pos, key=lambda r: r["recall"] if r["recall"] is not None else 1.0)
+            goals[f"every left-out legal group recall>={LOO_MIN_RECALL}"] = (
+                f"{worst['recall']:.4f} ({worst['left_out']})", all(r["ok"] for r in pos))
+        behind = [r["left_out"] for r in loo if r["tfidf_pr_auc"] is not None and r["pr_auc"] <= r["tfidf_pr_auc"]]
+        goals["pr_auc ahead of tfidf on every left-out row"] = (", ".join(behind) or "all ahead", not behind)
+    return goals
 
 
 # --------------------------------------------------------------------------- main
@@ -326,8 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "'' = baselines only")
     p.add_argument("--baselines", default=True, action=argparse.BooleanOptionalAction,
                    help="run the keyword-filter and TF-IDF baselines (--no-baselines: models only)")
-    p.add_argument("--holdout", default="", help="source group to keep out of train/validation for an extra run "
-                                                 "per configuration (e.g. smile; '' = none)")
+    p.add_argument("--holdout", default="", help="source groups to keep out of train/validation, one extra run each "
+                                                 "per configuration: a comma list (e.g. smile), 'all' = every group "
+                                                 "(leave-one-source-group-out), '' = none")
+    p.add_argument("--holdout-max-rows", type=int, default=3000,
+                   help="score at most this many rows of a left-out group (a seeded sample; 0 = all)")
     p.add_argument("--threshold-strategy", default="fpr_cap", choices=THRESHOLD_STRATEGIES)
     p.add_argument("--max-fpr", type=float, default=0.03, help="fpr_cap: highest FPR allowed on any source group")
     p.add_argument("--max-len", type=int, default=64)
@@ -358,6 +457,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"skipped: corpus not found at {data_dir} (pass --data-dir or set LAWCLF_SHARED_DATA)")
         return 0
     configs = parse_configs(args.configs)
+    holdouts = parse_holdouts(args.holdout, args.data_dir)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -374,7 +474,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.baselines:
         print("baselines: splitting the corpus as `lawclf prepare` does …", flush=True)
         base_dir = out / "baselines"
-        for holdout in [""] + ([args.holdout] if args.holdout else []):
+        for holdout in [""] + holdouts:
             data_cfg = stage_configs(args, "tiny", "plain", base_dir, holdout)[0]
             data.prepare(data_cfg, plots=False)
             splits = {s: data.load_split(str(base_dir), s) for s in ("train", "validation", "test")}
@@ -386,7 +486,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shutil.rmtree(base_dir / "splits", ignore_errors=True)  # a copy of the corpus: not kept
 
     for model, recipe in configs:
-        for holdout in [""] + ([args.holdout] if args.holdout else []):
+        for holdout in [""] + holdouts:
             name = f"{model}-{recipe}" + (f"-no-{holdout}" if holdout else "")
             print(f"{name} …", flush=True)
             res = run_product(args, model, recipe, out / name, holdout)
@@ -399,16 +499,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("\n== test split (thresholds chosen on validation; a test split drawn from the training sources "
           "overstates quality) ==")
     print_table(results)
+    loo = leave_one_out_rows(results, holdout_results)
     if holdout_results:
-        print(f"\n== held-out source {args.holdout!r}: trained without it, scored on all its rows ==")
-        for name, how, m in table_rows(holdout_results):
-            ho = holdout_fpr(m["per_source"], args.holdout)
-            print(f"{name:<34}{how:<11} held-out FPR {ho['fpr']:.3f} (n={ho['n']})   whole test: F1 {m['f1']:.3f}")
+        print(f"\n== leave-one-source-group-out: trained without the group, scored on (at most "
+              f"{args.holdout_max_rows or 'all'}) of its rows; int8 model vs baselines on the same split ==")
+        print_leave_one_out(loo)
     summary = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
         "torch_threads": torch.get_num_threads(), "seconds": time.time() - started,
-        "settings": vars(args), "results": results, "holdout": holdout_results,
+        "settings": vars(args), "results": results, "holdout": holdout_results, "leave_one_out": loo,
         "goals": _goals(results, holdout_results, args.max_fpr),
     }
     (out / "quality.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=float),

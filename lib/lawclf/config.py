@@ -131,7 +131,8 @@ class DataConfig(_Checked):
     """Loading, validation, normalisation and splitting (notebook 01, ``lawclf prepare``)."""
 
     _ranges = {"min_chars": (0, None), "max_chars": (1, None), "val_fraction": (0.0, 0.9),
-               "test_fraction": (0.0, 0.9), "max_per_class": (0, None)}
+               "test_fraction": (0.0, 0.9), "max_per_class": (0, None),
+               "holdout_max_rows": (0, None)}
 
     run_dir: str = DEFAULT_RUN_DIR
     #: Folder holding ``legal.jsonl`` and ``nonlegal.jsonl``; empty = the embedded sample.
@@ -157,6 +158,9 @@ class DataConfig(_Checked):
     #: Comma-separated source groups (lawclf.metrics.source_group names, or a part of one) kept out
     #: of train and validation: all their rows go to test, to measure a source the model never saw.
     holdout_sources: str = ""
+    #: At most this many held-out rows go to test (a seeded sample, so a huge held-out source
+    #: does not make evaluation slow); 0 = all of them.
+    holdout_max_rows: int = 0
 
 
 @dataclass

@@ -459,6 +459,8 @@ def prepare(cfg: DataConfig, plots: bool = True) -> dict:
         raise DataError("after cleaning, only one class is left "
                         f"({dict(Counter(LABELS[r.label] for r in kept))}): a classifier needs both")
     kept, held_out = split_holdout(kept, cfg.holdout_sources)
+    if cfg.holdout_max_rows and len(held_out) > cfg.holdout_max_rows:
+        held_out = random.Random(cfg.seed).sample(held_out, cfg.holdout_max_rows)
     splits = stratified_split(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     splits["test"].extend(held_out)
 

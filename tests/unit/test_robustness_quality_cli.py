@@ -67,14 +67,29 @@ def test_goals_judge_the_best_int8_row_against_the_baselines_best_threshold(qual
             "engines": {"torch": metrics(0.99, 0.99), "onnx-int8": metrics(0.90, 0.97)}}
     strong = {"kind": "model", "model": "m3e", "recipe": "robust", "holdout": "",
               "engines": {"torch": metrics(0.93, 0.99), "onnx-int8": metrics(0.92, 0.987, worst=0.04)}}
+    smile = {"smile": {"n": 10, "positives": 0, "false_positives": 2, "false_negatives": 0}}
+    law = {"LawBench:zero_shot": {"n": 20, "positives": 20, "false_positives": 0, "false_negatives": 1},
+           "smile": {"n": 5, "positives": 0, "false_positives": 0, "false_negatives": 0}}
     held = [{"kind": "model", "model": "m3e", "recipe": "robust", "holdout": "smile",
-             "engines": {"onnx-int8": metrics(0.9, 0.9, per_source={"smile": {"n": 10, "false_positives": 2}})}}]
+             "engines": {"onnx-int8": metrics(0.9, 0.9, per_source=smile)}},
+            {"kind": "baseline", "name": "tfidf-char-lr -smile", "holdout": "smile",
+             "thresholds": {"fpr_cap": metrics(0.9, 0.95, per_source=smile)}},
+            {"kind": "model", "model": "m3e", "recipe": "robust", "holdout": "LawBench",
+             "engines": {"onnx-int8": metrics(0.9, 0.97, per_source=law)}},
+            {"kind": "baseline", "name": "tfidf-char-lr -LawBench", "holdout": "LawBench",
+             "thresholds": {"fpr_cap": metrics(0.9, 0.96, per_source=law)}}]
     goals = quality._goals([tfidf, weak, strong], held, max_fpr=0.03)
     assert goals["best_model"] == "m3e:robust (onnx-int8)"  # judged on the int8 row, not torch
     assert goals["f1>=0.95"] == (0.92, False)
     assert goals["pr_auc>=0.98"] == (0.987, True)
     assert goals["every source fpr<=0.03"] == (0.04, False)
-    assert goals["held-out fpr<=0.03"] == (0.2, False)
+    # Left-out groups: a non-legal one by its FPR (2/10 > 5 %), a legal one by its recall (19/20).
+    assert goals["every left-out non-legal group fpr<=0.05"] == ("0.2000 (smile)", False)
+    assert goals["every left-out legal group recall>=0.9"] == ("0.9500 (LawBench)", True)
+    assert goals["pr_auc ahead of tfidf on every left-out row"] == ("smile", False)  # 0.90 vs 0.95
+    loo = {r["left_out"]: r for r in quality.leave_one_out_rows([tfidf, weak, strong], held)}
+    assert loo["smile"]["side"] == "non-legal" and loo["smile"]["tfidf"] == 0.2
+    assert loo["LawBench"]["side"] == "legal" and loo["LawBench"]["recall"] == 0.95 and loo["LawBench"]["fpr"] is None
     # 0.92 beats the baseline's fpr_cap F1 (0.91) but not its best threshold (0.93): not ahead.
     assert goals["beats tfidf f1"] == (0.93, False)
     assert goals["beats tfidf pr_auc"] == (0.981, True)
