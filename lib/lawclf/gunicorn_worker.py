@@ -19,12 +19,11 @@ reached; it matters where Gunicorn is exposed directly (``docker run -p``, compo
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from gunicorn import util
 from gunicorn.http.errors import NoMoreData
@@ -82,7 +81,7 @@ class DeadlineSocket:
     def start_request(self) -> None:
         self._deadline = time.monotonic() + self._read_timeout
 
-    def _expire(self) -> None:
+    def _expire(self) -> NoReturn:
         if not self._timed_out:
             self._timed_out = True
             try:
@@ -102,7 +101,6 @@ class DeadlineSocket:
             return self._sock.recv(bufsize, *flags)
         except (socket.timeout, BlockingIOError):
             self._expire()
-            raise  # unreachable: _expire raises
 
     def send(self, data: bytes, *flags: int) -> int:
         self._sock.settimeout(WRITE_TIMEOUT_S)
@@ -136,9 +134,4 @@ class DeadlineThreadWorker(ThreadWorker):
             conn.sock = DeadlineSocket(conn.sock, self.read_timeout)
         if isinstance(conn.sock, DeadlineSocket):
             conn.sock.start_request()  # each request on a kept-alive connection gets the full time
-        try:
-            return super().handle(conn)
-        except OSError as e:  # pragma: no cover - gthread catches these itself
-            if e.errno in (errno.EPIPE, errno.ECONNRESET):
-                return False
-            raise
+        return super().handle(conn)  # gthread itself catches NoMoreData and socket errors
