@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("lawclf.predict_cli", "classify texts or a JSONL file with the ONNX model"),
     "serve": ("lawclf.serve", "run the HTTP API and demo page (development server)"),
     "collect": ("lawclf.collect", "collect data: V2EX crawler, Q&A importer, JSONL export"),
+    "screen": ("lawclf.screen", "the screening job: new posts scored on a schedule, digest, review page"),
 }
 
 

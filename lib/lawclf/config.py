@@ -391,6 +391,60 @@ class CollectConfig(_Checked):
     max_chars: int = 512
 
 
+@dataclass
+class ScreenConfig(_Checked):
+    """The screening job: collect new posts, score them, digest, notify, review (``lawclf screen``, notebook 07)."""
+
+    _ranges = {"max_pages": (1, None), "score_chunk": (1, None), "uncertain_band": (0.0, 1.0),
+               "notify_timeout_s": (0.1, None), "notify_budget_s": (0.0, None), "notify_max_attempts": (1, None),
+               "review_port": (1, 65535)}
+
+    #: SQLAlchemy URL of the screening database (posts, scores, passes, reviews); PostgreSQL by URL.
+    db_url: str = "sqlite:///runs/screen/screen.db"
+    #: The exported ONNX folder whose model scores the posts (the server's model).
+    model_dir: str = "runs/sample/onnx"
+    #: Digest files (pass-NNNNNN.html/.csv/.json and latest.html) go here.
+    out_dir: str = "runs/screen"
+    #: Comma-separated sources to collect from each pass: ``v2ex`` and/or ``file`` (the JSONL/CSV in import_path).
+    sources: str = "v2ex"
+    #: V2EX API root (tests and notebook 07 point it at the local fake server).
+    base_url: str = "https://www.v2ex.com"
+    #: Public address of a post, ``{id}`` replaced by its id (the link in digests and on the review page).
+    post_url: str = "https://www.v2ex.com/t/{id}"
+    #: Comma-separated V2EX feeds read every pass.
+    feeds: str = "latest"
+    #: Comma-separated V2EX nodes walked from page 1 until a page brings nothing new.
+    nodes: str = ""
+    #: At most this many pages per node and pass.
+    max_pages: int = 3
+    #: Our own V2EX request budget per hour (0 = the API's published limit).
+    requests_per_hour: int = 0
+    #: A JSONL or CSV file of new posts (``id``, ``title``, ``content`` columns) read when ``file`` is a source.
+    import_path: str = ""
+    import_source: str = "file"
+    #: Posts scored per transaction (a kill loses at most one chunk's work, never a score).
+    score_chunk: int = 256
+    #: Comma-separated webhook URLs, each ``kind=URL`` with kind one of json, wecom, dingtalk, feishu.
+    webhooks: str = ""
+    #: Seconds per notification request, and the most a pass spends delivering (the rest waits for the next pass).
+    notify_timeout_s: float = 5.0
+    notify_budget_s: float = 20.0
+    #: Deliveries given up after this many failed attempts (kept in the table as failed).
+    notify_max_attempts: int = 8
+    #: The review page's "uncertain" queue holds scores within this distance of the threshold.
+    uncertain_band: float = 0.25
+    review_host: str = "127.0.0.1"
+    review_port: int = 8010
+    #: Token for the review page (basic auth password or Bearer); required when not on loopback.
+    #: Empty = the LAWCLF_REVIEW_TOKEN environment variable.
+    review_token: str = ""
+    #: Folder written by ``lawclf screen export-reviews`` (legal.jsonl + nonlegal.jsonl).
+    reviews_out_dir: str = "runs/screen/reviews"
+    #: Optional two-file data folder merged into the export (reviewed labels win over its labels).
+    merge_data_dir: str = ""
+    progress: bool = False
+
+
 # --------------------------------------------------------------------------- helpers
 
 ConfigT = TypeVar("ConfigT")

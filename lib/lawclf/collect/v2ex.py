@@ -307,3 +307,68 @@ def crawl(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: 
 def _task(client: V2EXClient, node: str) -> str:
     # v1 and v2 paginate differently, so their progress is kept apart.
     return f"{client.api_version}:node:{node}"
+
+
+def refresh(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: Iterable[str] = ("latest",),
+            max_pages: int = 3, task_prefix: str = "screen",
+            on_page: Optional[Callable[[str, int], None]] = None) -> dict[str, Any]:
+    """Fetch what is new: each feed once, each node from page 1 until a page brings no new topic.
+
+    The screening job's crawl, unlike :func:`crawl`'s back-fill. A walk's position is committed
+    with each page's topics, so a pass killed mid-walk resumes at the page it lost and then
+    starts the next walk from page 1; pages shifted by topics posted in between only repeat
+    topics, which the upsert ignores. Failed requests are recorded and reported, not raised.
+    """
+    nodes, feeds = [n for n in nodes if n], [f for f in feeds if f]
+    unknown = [f for f in feeds if f not in FEEDS]
+    if unknown:
+        raise ValueError(f"unknown feed(s) {unknown}; expected some of {FEEDS}")
+    summary: dict[str, Any] = {"pages": 0, "topics": 0, "new": 0, "failures": []}
+
+    def save(task: str, topics: list[dict], node: Optional[str], next_page: Optional[int], page: int) -> int:
+        with engine.begin() as conn:
+            counts = store.upsert_posts(conn, [topic_to_row(t, node) for t in topics])
+            if next_page is not None:
+                store.set_state(conn, task, next_page, next_page == 1, 0)
+        summary["pages"] += 1
+        summary["topics"] += len(topics)
+        summary["new"] += counts["new"]
+        if on_page:
+            on_page(task, page)
+        return counts["new"]
+
+    def fail(task: str, page: int, exc: Exception) -> None:
+        with engine.begin() as conn:
+            store.record_failure(conn, task, page, str(exc))
+        summary["failures"].append({"task": task, "page": page, "error": str(exc)})
+
+    for name in feeds:
+        task = f"{task_prefix}:feed:{name}"
+        try:
+            save(task, client.feed(name), None, None, 1)
+        except FetchError as exc:
+            fail(task, 1, exc)
+    for node in nodes:
+        task = f"{task_prefix}:{_task(client, node)}"
+        with engine.connect() as conn:
+            page = store.get_state(conn, task)["next_page"]
+        resumed = page > 1
+        while True:
+            try:
+                topics, pages = client.node_page(node, page)
+            except FetchError as exc:
+                fail(task, page, exc)
+                break
+            last = (not topics or page >= max_pages or (pages is not None and page >= pages))
+            new = save(task, topics, node, 1 if last else page + 1, page)
+            if last or (new == 0 and not resumed):
+                if not last:  # nothing new here: the walk is over, the next one starts at page 1
+                    with engine.begin() as conn:
+                        store.set_state(conn, task, 1, True, 0)
+                if resumed:  # the interrupted walk is done; now look at what was posted meanwhile
+                    page, resumed = 1, False
+                    continue
+                break
+            page += 1
+    summary.update(requests=client.stats.requests, retries=client.stats.retries)
+    return summary

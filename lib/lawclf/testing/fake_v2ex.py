@@ -95,6 +95,13 @@ class FakeV2EX:
         with self._lock:
             self.faults.append(Fault(match, kind, times, retry_after))
 
+    def publish(self, topics: list[dict[str, Any]], node: str = "", latest_size: int = 20) -> None:
+        """New topics appear: on top of ``node``'s pages (newest first) and of the latest feed."""
+        with self._lock:
+            if node:
+                self.nodes[node] = list(reversed(topics)) + self.nodes.get(node, [])
+            self.latest = (list(reversed(topics)) + self.latest)[:latest_size]
+
     def start(self) -> "FakeV2EX":
         fake = self
 
@@ -224,3 +231,11 @@ class FakeV2EX:
             h.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):  # the client went away (killed crawler)
             pass
+
+
+def topics_from_texts(texts: list[str], first_id: int = 1, node: str = "qna",
+                      created: float = 1_767_000_000.0) -> list[dict[str, Any]]:
+    """V2EX-shaped topics whose title is each text (ids and times counting up), for demos and tests."""
+    return [{"id": first_id + i, "title": text, "content": "", "url": f"https://www.v2ex.com/t/{first_id + i}",
+             "node": {"name": node, "title": node}, "created": int(created) + 60 * i, "replies": 0}
+            for i, text in enumerate(texts)]

@@ -1,0 +1,81 @@
+"""The screening job the original tool existed for (``lawclf screen``, notebook 07).
+
+* ``run``             one pass: collect new posts, score them with the exported model, write the
+                      digest of new legal questions, notify webhooks. Idempotent, safe to kill;
+                      run it from cron, a systemd timer or a Kubernetes CronJob.
+* ``status``          the last passes, counts, failed notifications (exit 1 when the last pass failed)
+* ``review``          the review page: flagged and uncertain posts, 是法律咨询 / 不是
+* ``export-reviews``  reviewed posts as legal.jsonl + nonlegal.jsonl for ``lawclf prepare``
+
+::
+
+    lawclf screen run --nodes career,law --webhooks "wecom=https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
+    lawclf screen review                      # http://127.0.0.1:8010
+    lawclf screen export-reviews --merge-data-dir data/sample
+    lawclf prepare --data-dir runs/screen/reviews
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from lawclf.config import ScreenConfig, add_config_args, config_from_args
+
+__all__ = ["cli"]
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="lawclf screen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    helps = {"run": "one screening pass (collect, score, digest, notify)",
+             "status": "the last passes and what the database holds",
+             "review": "serve the review page", "export-reviews": "write reviewed posts for `lawclf prepare`"}
+    for name, help_ in helps.items():
+        p = sub.add_parser(name, help=help_)
+        add_config_args(p, ScreenConfig)
+        if name == "status":
+            p.add_argument("--last", type=int, default=10, help="passes to list (default 10)")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(ScreenConfig, args)
+    from lawclf.collect.store import redact_url
+
+    print(f"[screen] database: {redact_url(cfg.db_url)}", file=sys.stderr)
+    if args.command == "review":
+        from lawclf.screen.review import check_exposure, create_review_app
+
+        check_exposure(cfg)
+        print(f"[screen] review page on http://{cfg.review_host}:{cfg.review_port}/", file=sys.stderr)
+        create_review_app(cfg).run(host=cfg.review_host, port=cfg.review_port)
+        return 0
+    try:
+        if args.command == "run":
+            from lawclf.predict import ModelLoadError
+            from lawclf.screen.job import run_pass
+
+            try:
+                result = run_pass(cfg, on_stage=lambda s: print(f"[screen] {s}", file=sys.stderr))
+            except ModelLoadError as exc:
+                print(f"lawclf screen run: {exc}", file=sys.stderr)
+                return 2
+        elif args.command == "status":
+            from lawclf.screen.job import status
+
+            result = status(cfg, last=args.last)
+        else:
+            from lawclf.screen.review import export_reviews
+
+            result = export_reviews(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lawclf screen {args.command}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    if args.command == "run":
+        return 0 if result["status"] == "ok" else 1
+    if args.command == "status":
+        last = result["passes"][0]["status"] if result["passes"] else "ok"
+        return 1 if last in ("failed", "partial") else 0
+    return 0

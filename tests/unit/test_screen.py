@@ -1,0 +1,178 @@
+"""The screening pass: each post stored and scored once, digests, history, crashes at every step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from lawclf.config import ScreenConfig
+from lawclf.screen import job
+from lawclf.screen.store import posts, screen_digest, screen_passes, screen_scores
+from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts
+
+LEGAL = ["公司拖欠工资三个月，我该怎么申请劳动仲裁？", "离婚时房子只写了男方名字，女方能分到吗？",
+         "租房押金房东不退，可以去法院起诉吗？", "交通事故对方全责但拒绝赔偿怎么办？"]
+OTHER = ["大家平时用什么键盘写代码？", "周末去杭州玩有什么推荐的地方？", "Python 和 Go 哪个更适合做后端？",
+         "新买的显示器有坏点，值得换吗？", "程序员三十岁以后都去做什么了？", "有没有好用的记账软件推荐"]
+
+
+class KeywordScorer:
+    """A stand-in model: legal words -> 0.9, '怎么办' alone -> 0.55 (uncertain), else 0.1."""
+
+    threshold = 0.5
+
+    def __init__(self, version: str = "v1", fail_after: int = -1):
+        self.version = version
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def predict_proba(self, texts):
+        if self.calls == self.fail_after:
+            raise RuntimeError("simulated crash while scoring")
+        self.calls += 1
+        words = ("仲裁", "离婚", "起诉", "赔偿", "律师", "合同")
+        return [0.9 if any(w in t for w in words) else 0.55 if "怎么办" in t else 0.1 for t in texts]
+
+
+@pytest.fixture
+def fake():
+    topics = topics_from_texts(LEGAL[:2] + OTHER[:3], first_id=100, node="qna")
+    with FakeV2EX(nodes={"qna": list(reversed(topics))}, latest=list(reversed(topics)), per_page=3) as server:
+        yield server
+
+
+def _cfg(tmp_path, fake, **kw) -> ScreenConfig:
+    values = dict(db_url=f"sqlite:///{tmp_path}/screen.db", out_dir=str(tmp_path / "out"), base_url=fake.url,
+                  feeds="latest", nodes="qna", max_pages=5, requests_per_hour=3_600_000)
+    return ScreenConfig(**{**values, **kw})
+
+
+def _client(fake):
+    from lawclf.collect.v2ex import V2EXClient
+
+    return V2EXClient(base_url=fake.url, requests_per_hour=3_600_000, max_retries=0)
+
+
+def _snapshot(cfg: ScreenConfig) -> dict:
+    engine = job.open_db(cfg.db_url)
+    with engine.connect() as conn:
+        post_ids = conn.execute(sa.select(posts.c.external_id).order_by(posts.c.external_id)).scalars().all()
+        scores = conn.execute(sa.select(screen_scores.c.post_id, screen_scores.c.model_version)).all()
+        digest = conn.execute(sa.select(screen_digest.c.post_id)).scalars().all()
+    engine.dispose()
+    return {"posts": post_ids, "scores": sorted(scores), "digest": sorted(digest)}
+
+
+def test_two_passes_store_and_score_each_post_once(tmp_path, fake):
+    cfg = _cfg(tmp_path, fake)
+    first = job.run_pass(cfg, KeywordScorer(), _client(fake))
+    assert first["status"] == "ok", first["problems"]
+    assert (first["new_posts"], first["scored"], first["flagged"]) == (5, 5, 2)
+
+    fake.publish(topics_from_texts(LEGAL[2:] + OTHER[3:5], first_id=200, node="qna"), node="qna")
+    second = job.run_pass(cfg, KeywordScorer(), _client(fake))
+    assert (second["new_posts"], second["scored"], second["flagged"]) == (4, 4, 2)  # only the new ones
+
+    snap = _snapshot(cfg)
+    assert len(snap["posts"]) == len(set(snap["posts"])) == 9
+    assert len(snap["scores"]) == len(set(snap["scores"])) == 9
+    third = job.run_pass(cfg, KeywordScorer(), _client(fake))  # nothing new: nothing to do
+    assert (third["new_posts"], third["scored"], third["flagged"]) == (0, 0, 0)
+
+    digest = json.loads((tmp_path / "out" / "digests" / f"pass-{second['pass_id']:06d}.json").read_text())
+    assert [p["title"] for p in digest["posts"]] == [LEGAL[3], LEGAL[2]]  # newest first
+    assert digest["posts"][0]["url"] == "https://www.v2ex.com/t/201"
+    assert (tmp_path / "out" / "digests" / "latest.html").read_text() == \
+        (tmp_path / "out" / "digests" / f"pass-{second['pass_id']:06d}.html").read_text()
+
+
+def test_a_node_walk_stops_at_the_first_page_with_nothing_new(tmp_path, fake):
+    cfg = _cfg(tmp_path, fake, feeds="")
+    job.run_pass(cfg, KeywordScorer(), _client(fake))
+    fake.requests.clear()
+    fake.publish(topics_from_texts(["又一个新问题：合同到期公司不续签有补偿吗？"], first_id=300), node="qna")
+    result = job.run_pass(cfg, KeywordScorer(), _client(fake))
+    pages = [q.get("page") for path, q in fake.requests if path == "/api/topics/show.json"]
+    assert result["new_posts"] == 1
+    assert pages == ["1", "2"]  # page 1 had the new post, page 2 nothing new: stop
+
+
+def test_a_new_model_version_keeps_the_history_and_lists_nothing_twice(tmp_path, fake):
+    cfg = _cfg(tmp_path, fake)
+    job.run_pass(cfg, KeywordScorer("v1"), _client(fake))
+    result = job.run_pass(cfg, KeywordScorer("v2"), _client(fake))
+    assert result["scored"] == 5 and result["flagged"] == 0  # re-scored, already in a digest
+    versions = [v for _, v in _snapshot(cfg)["scores"]]
+    assert versions.count("v1") == versions.count("v2") == 5
+    status = job.status(cfg)
+    assert {s["model_version"]: s["scored"] for s in status["scores"]} == {"v1": 5, "v2": 5}
+    assert [p["model_version"] for p in status["passes"]] == ["v2", "v1"]
+
+
+@pytest.mark.parametrize("crash_at", ["collect", "score", "digest", "notify", "files", "scorer"])
+def test_a_crash_at_any_step_loses_nothing_and_duplicates_nothing(tmp_path, fake, crash_at):
+    reference = _cfg(tmp_path / "ref", fake)
+    job.run_pass(reference, KeywordScorer(), _client(fake))
+    expected = _snapshot(reference)
+
+    cfg = _cfg(tmp_path / "crash", fake, score_chunk=2)
+
+    def crash(stage: str) -> None:
+        if stage == crash_at:
+            raise RuntimeError(f"simulated crash at {stage}")
+
+    scorer = KeywordScorer(fail_after=1 if crash_at == "scorer" else -1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        job.run_pass(cfg, scorer, _client(fake), on_stage=crash)
+    after = job.run_pass(cfg, KeywordScorer(), _client(fake))
+    assert after["status"] == "ok"
+    got = _snapshot(cfg)
+    assert got["posts"] == expected["posts"]
+    assert len(got["scores"]) == len(expected["scores"]) and len(set(got["scores"])) == len(got["scores"])
+    assert len(got["digest"]) == len(expected["digest"]) == 2
+    engine = job.open_db(cfg.db_url)
+    with engine.connect() as conn:
+        statuses = conn.execute(sa.select(screen_passes.c.status).order_by(screen_passes.c.id)).scalars().all()
+        digested_passes = set(conn.execute(sa.select(screen_digest.c.pass_id)).scalars())
+    engine.dispose()
+    assert statuses == ["failed", "ok"]
+    # the digest files exist for whichever pass the posts were listed in
+    for pass_id in digested_passes:
+        assert (tmp_path / "crash" / "out" / "digests" / f"pass-{pass_id:06d}.html").exists()
+
+
+def test_a_source_that_is_down_does_not_stop_the_pass(tmp_path, fake):
+    cfg = _cfg(tmp_path, fake)
+    job.run_pass(cfg, KeywordScorer(), _client(fake))
+    fake.add_fault("/api/topics/latest.json", "500", times=5)
+    fake.add_fault("node_name=qna", "500", times=5)
+    result = job.run_pass(cfg, KeywordScorer(), _client(fake))
+    assert result["status"] == "partial" and len(result["problems"]) == 2
+    assert job.status(cfg)["passes"][0]["status"] == "partial"
+
+
+def test_configuration_errors_are_named(tmp_path, fake):
+    with pytest.raises(ValueError, match="unknown source"):
+        job.run_pass(_cfg(tmp_path, fake, sources="v2ex,rss"), KeywordScorer(), _client(fake))
+    with pytest.raises(ValueError, match="KIND=http"):
+        job.run_pass(_cfg(tmp_path, fake, webhooks="slack=ftp://x"), KeywordScorer(), _client(fake))
+
+
+def test_the_file_source_imports_new_posts(tmp_path, fake):
+    path = tmp_path / "new.jsonl"
+    path.write_text("\n".join(json.dumps({"id": i, "title": t, "content": ""}, ensure_ascii=False)
+                              for i, t in enumerate(LEGAL[:2])) + "\n", encoding="utf-8")
+    cfg = _cfg(tmp_path, fake, sources="file", import_path=str(path))
+    result = job.run_pass(cfg, KeywordScorer(), _client(fake))
+    assert (result["new_posts"], result["flagged"]) == (2, 2)
+    again = job.run_pass(cfg, KeywordScorer(), _client(fake))
+    assert again["new_posts"] == 0
+
+
+def test_digest_html_escapes_post_text(tmp_path):
+    html_text = job.render_digest_html({"pass_id": 1, "count": 1, "posts": [
+        {"created": "2026-01-01T00:00:00+00:00", "score": 0.9, "source": "v2ex", "node": "", "title": "<script>x</script>",
+         "text": "<b>y</b>", "url": "https://example.org/t/1\" onclick=\"x"}]})
+    assert "<script>x" not in html_text and "&lt;script&gt;" in html_text and '" onclick' not in html_text
