@@ -559,6 +559,21 @@ def config_from_args(cls: type[ConfigT], ns: argparse.Namespace) -> ConfigT:
     return cls(**values)
 
 
+def env_values(cls: type, prefix: str, environ: Optional[typing.Mapping[str, str]] = None) -> dict[str, Any]:
+    """Fields of ``cls`` set by ``<prefix><FIELD>`` environment variables, parsed to their types
+    (secrets such as database URLs and webhook keys stay off command lines)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        raw = env.get(f"{prefix}{f.name.upper()}")
+        if raw is not None:
+            try:
+                values[f.name] = _parse_value(_field_type(cls, f), raw, f"{prefix}{f.name.upper()}")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
+    return values
+
+
 def config_from_params(cls: type[ConfigT], params: typing.Mapping[str, Any]) -> ConfigT:
     """Build a config from a notebook's UPPER_CASE parameters (``RUN_DIR`` -> ``run_dir``).
 
@@ -570,7 +585,8 @@ def config_from_params(cls: type[ConfigT], params: typing.Mapping[str, Any]) -> 
 
 
 #: Every config class, so a parameter file's names can be told apart from typos.
-ALL_CONFIGS: tuple[type, ...] = (DataConfig, KeywordConfig, TrainConfig, EvalConfig, ExportConfig, ServeConfig, CollectConfig)
+ALL_CONFIGS: tuple[type, ...] = (DataConfig, KeywordConfig, TrainConfig, EvalConfig, ExportConfig, ServeConfig, CollectConfig,
+                                 ScreenConfig)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

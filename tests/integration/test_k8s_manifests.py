@@ -86,8 +86,8 @@ def test_kustomization_lists_every_manifest():
     on_disk = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == on_disk
     images = {i["name"] for i in kustomization["images"]}
-    deployment = _one("Deployment")["spec"]["template"]["spec"]
-    used = {c["image"].rsplit(":", 1)[0] for c in deployment["containers"] + deployment["initContainers"]}
+    pods = [_one("Deployment")["spec"]["template"]["spec"], _one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]]
+    used = {c["image"].rsplit(":", 1)[0] for pod in pods for c in pod["containers"] + pod["initContainers"]}
     assert used == images
 
 
@@ -239,3 +239,26 @@ def test_hpa_scales_on_cpu_with_a_request_to_measure_against():
     assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     assert "cpu" in _api_container()["resources"]["requests"]
+
+
+def test_the_screening_cronjob_runs_one_pass_at_a_time_with_real_settings():
+    import dataclasses
+
+    from lawclf.config import ScreenConfig
+    from lawclf.screen import ENV_PREFIX
+
+    cron = _one("CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"  # the pass assumes a single writer
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["args"] == ["screen", "run"]
+    fields = {f.name for f in dataclasses.fields(ScreenConfig)}
+    names = [e["name"] for e in container["env"] if e["name"].startswith(ENV_PREFIX)]
+    assert names and all(n[len(ENV_PREFIX):].lower() in fields for n in names), names
+    # the model comes from the same image as the API's, so both score with one model version
+    api_init = _one("Deployment")["spec"]["template"]["spec"]["initContainers"][0]
+    assert pod["initContainers"][0]["image"] == api_init["image"]
+    model_dir = next(e["value"] for e in container["env"] if e["name"] == ENV_PREFIX + "MODEL_DIR")
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert any(model_dir.startswith(m) for m in mounts)

@@ -13,6 +13,8 @@
     lawclf screen review                      # http://127.0.0.1:8010
     lawclf screen export-reviews --merge-data-dir data/sample
     lawclf prepare --data-dir runs/screen/reviews
+
+Every setting can also be given as ``LAWCLF_SCREEN_<FIELD>`` (flags win).
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from lawclf.config import ScreenConfig, add_config_args, config_from_args
+from lawclf.config import ScreenConfig, add_config_args, config_from_args, env_values
 
-__all__ = ["cli"]
+__all__ = ["cli", "ENV_PREFIX"]
+
+#: Every setting can also come from ``LAWCLF_SCREEN_<FIELD>`` (``LAWCLF_SCREEN_DB_URL``,
+#: ``LAWCLF_SCREEN_WEBHOOKS``): secrets stay off the command line, where ``ps`` would show them.
+ENV_PREFIX = "LAWCLF_SCREEN_"
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
@@ -40,6 +46,9 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
         if name == "status":
             p.add_argument("--last", type=int, default=10, help="passes to list (default 10)")
     args = parser.parse_args(argv)
+    for name, value in env_values(ScreenConfig, ENV_PREFIX).items():  # flags > environment > --config file
+        if not hasattr(args, name):
+            setattr(args, name, value)
     cfg = config_from_args(ScreenConfig, args)
     from lawclf.collect.store import redact_url
 
