@@ -58,3 +58,20 @@ def exported_model(shape: str, work_dir: Path = DEFAULT_WORK_DIR, log=print) -> 
 def text_of_tokens(n_tokens: int, offset: int = 0) -> str:
     """A Chinese text that tokenizes to exactly ``n_tokens`` ids ([CLS] + characters + [SEP])."""
     return "".join(chr(0x4E00 + (offset + i) % 2900) for i in range(max(0, n_tokens - 2)))
+
+
+def cpu_header() -> str:
+    """CPU model, usable cores and the vector features int8 speed depends on (AVX-512 VNNI or AVX2 only)."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    vector = ("AVX-512 VNNI" if "avx512_vnni" in flags else "AVX2 only" if "avx2" in flags
+              else "no AVX2" if flags else "features unknown")
+    return f"{name}, {len(os.sched_getaffinity(0))} cores, {vector}"

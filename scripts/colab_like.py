@@ -46,7 +46,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ("00_collect_data", "01_data_prep", "02_keyword_wordcloud", "03_train", "04_evaluate",
-          "05_export_onnx", "06_serve")
+          "05_export_onnx", "06_serve", "07_screen")
 #: What a Colab runtime has before any notebook installs anything (the parts this project uses).
 COLAB_PACKAGES = ("transformers", "accelerate", "tokenizers", "numpy", "pandas", "matplotlib", "scikit-learn",
                   "requests", "tqdm", "ipykernel", "setuptools")
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
     drive_run = work / "drive" / "MyDrive" / "lawclf" / "runs" / "sample"
     for part in ("splits/train.jsonl", "model/lawclf_meta.json", "onnx/model.int8.onnx", "reports/metrics.json",
-                 "reports/06_serve.json", "collect/collect.db"):
+                 "reports/06_serve.json", "reports/07_screen.json", "collect/collect.db"):
         if not (drive_run / part).exists():
             raise SystemExit(f"FAILED: {part} is not on the stand-in Drive ({drive_run})")
     apt = (work / "apt.log").read_text(encoding="utf-8").count("fonts-wqy-microhei") if (work / "apt.log").exists() else 0

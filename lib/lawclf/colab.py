@@ -39,6 +39,7 @@ PREREQUISITES: dict[str, tuple[str, str]] = {
     "04": ("model", "03_train.ipynb"),
     "05": ("model", "03_train.ipynb"),
     "06": ("onnx", "05_export_onnx.ipynb"),
+    "07": ("onnx", "05_export_onnx.ipynb"),
 }
 
 

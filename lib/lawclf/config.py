@@ -614,6 +614,15 @@ def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def training_config_of(model_dir: str | os.PathLike[str], **overrides: Any) -> "TrainConfig":
+    """The :class:`TrainConfig` a saved model was trained with (its metadata), with ``overrides``:
+    to train the next model the way the last one was (notebook 07 retrains on reviewed posts).
+    A model without recorded settings gives the defaults."""
+    recorded = read_model_meta(model_dir).get("train_config", {})
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in recorded.items() if k in names}, **overrides})
+
+
 def write_model_meta(model_dir: str | os.PathLike[str], **updates: Any) -> dict[str, Any]:
     """Merge ``updates`` into the model's sidecar metadata and return the result."""
     meta = read_model_meta(model_dir)

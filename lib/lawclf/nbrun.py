@@ -28,6 +28,7 @@ SERIES: tuple[str, ...] = (
     "04_evaluate",
     "05_export_onnx",
     "06_serve",
+    "07_screen",
 )
 
 

@@ -122,12 +122,17 @@ NOTEBOOK_CONFIGS = {
     "04_evaluate": (config.EvalConfig,),
     "05_export_onnx": (config.ExportConfig,),
     "06_serve": (config.ServeConfig,),
+    "07_screen": (config.ScreenConfig,),
 }
 #: Parameters whose notebook value differs from the dataclass default on purpose.
 DELIBERATE = {
     ("00_collect_data", "DB_URL"): "empty = RUN_DIR/collect/collect.db",
     ("00_collect_data", "OUT_DIR"): "empty = RUN_DIR/collect/data",
     ("00_collect_data", "NODES"): "the notebook's demo crawls three nodes; `lawclf collect` crawls none unless asked",
+    ("07_screen", "DB_URL"): "empty = RUN_DIR/screen/screen.db",
+    ("07_screen", "MODEL_DIR"): "empty = RUN_DIR/onnx",
+    ("07_screen", "OUT_DIR"): "empty = RUN_DIR/screen",
+    ("07_screen", "NODES"): "the demo walks the fake server's one node; `lawclf screen run` walks none unless asked",
 }
 
 

@@ -99,6 +99,15 @@ def test_a_node_walk_stops_at_the_first_page_with_nothing_new(tmp_path, fake):
     assert pages == ["1", "2"]  # page 1 had the new post, page 2 nothing new: stop
 
 
+def test_a_feed_that_overlaps_page_one_does_not_end_the_walk(tmp_path):
+    topics = topics_from_texts(OTHER * 5, first_id=1, node="qna")  # 30 topics, 3 per page
+    newest_first = list(reversed(topics))
+    with FakeV2EX(nodes={"qna": newest_first}, latest=newest_first[:3], per_page=3) as server:
+        cfg = _cfg(tmp_path, server, max_pages=20)
+        result = job.run_pass(cfg, KeywordScorer(), _client(server))
+    assert result["new_posts"] == 30  # the feed brought page 1's topics first; the walk went on
+
+
 def test_a_new_model_version_keeps_the_history_and_lists_nothing_twice(tmp_path, fake):
     cfg = _cfg(tmp_path, fake)
     job.run_pass(cfg, KeywordScorer("v1"), _client(fake))

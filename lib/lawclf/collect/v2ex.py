@@ -324,18 +324,24 @@ def refresh(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds
     if unknown:
         raise ValueError(f"unknown feed(s) {unknown}; expected some of {FEEDS}")
     summary: dict[str, Any] = {"pages": 0, "topics": 0, "new": 0, "failures": []}
+    #: Topics first stored by this call: a node page that repeats what the feed just brought in
+    #: still counts as new (the feed and page 1 overlap), or the walk would stop before page 2.
+    new_this_pass: set[str] = set()
 
     def save(task: str, topics: list[dict], node: Optional[str], next_page: Optional[int], page: int) -> int:
+        rows = [topic_to_row(t, node) for t in topics]
         with engine.begin() as conn:
-            counts = store.upsert_posts(conn, [topic_to_row(t, node) for t in topics])
+            known = store._existing_keys(conn, {(r["source"], r["external_id"]): r for r in rows})
+            counts = store.upsert_posts(conn, rows)
             if next_page is not None:
                 store.set_state(conn, task, next_page, next_page == 1, 0)
+        new_this_pass.update(r["external_id"] for r in rows if (r["source"], r["external_id"]) not in known)
         summary["pages"] += 1
         summary["topics"] += len(topics)
         summary["new"] += counts["new"]
         if on_page:
             on_page(task, page)
-        return counts["new"]
+        return sum(r["external_id"] in new_this_pass for r in rows)
 
     def fail(task: str, page: int, exc: Exception) -> None:
         with engine.begin() as conn:

@@ -309,13 +309,13 @@ def _steps(cfg: ScreenConfig, engine: Engine, scorer: Scorer, version: str, clie
     except Exception as exc:  # a source that is down must not stop scoring what we have
         got = {"new": 0, "failures": [{"task": "collect", "error": f"{exc.__class__.__name__}: {exc}"}]}
     problems += [f"{f['task']}: {f['error']}" for f in got["failures"]]
+    _record(engine, pass_id, new_posts=got["new"])  # each count as soon as it is known: a killed pass shows its work
     stage("score")
     counts = score_new(engine, scorer, pass_id, cfg.score_chunk, version=version)
+    _record(engine, pass_id, scored=counts["scored"])
     stage("digest")
     digest = assign_digest(engine, cfg, pass_id, version, hooks)
-    with engine.begin() as conn:
-        conn.execute(sa.update(screen_passes).where(screen_passes.c.id == pass_id).values(
-            new_posts=got["new"], scored=counts["scored"], flagged=digest["count"]))
+    _record(engine, pass_id, flagged=digest["count"])
     stage("notify")
     sent = notify.deliver(engine, timeout_s=cfg.notify_timeout_s, budget_s=cfg.notify_budget_s,
                           max_attempts=cfg.notify_max_attempts, session=notify_session) if hooks else \
@@ -331,6 +331,11 @@ def _steps(cfg: ScreenConfig, engine: Engine, scorer: Scorer, version: str, clie
             "new_posts": got["new"], "scored": counts["scored"], "flagged": digest["count"],
             "notifications": sent, "problems": problems, "seconds": round(time.perf_counter() - t0, 2),
             "digest": digest["page"] if digest["count"] else ""}
+
+
+def _record(engine: Engine, pass_id: int, **values: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.update(screen_passes).where(screen_passes.c.id == pass_id).values(**values))
 
 
 def status(cfg: ScreenConfig, last: int = 10) -> dict[str, Any]:
