@@ -9,6 +9,7 @@ benchmark is about what the pass does with them — nothing — not about scorin
 
     python benchmarks/screen.py                                   # runs/sample/onnx, 2000 new, 1k vs 100k old
     python benchmarks/screen.py --model runs/m3e/onnx --new 1000  # your model
+    python benchmarks/screen.py --shape bert-base --new 500       # bert-base-chinese's shape, random weights
 
 Goal (issue: screening job): at least 1,000 new posts a minute on 2 cores with the sample run's
 int8 model, and the same time per new post with 1k or 100k posts already stored.
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_header  # noqa: E402
+from common import cpu_header, exported_model  # noqa: E402
 from lawclf.collect import store as collect_store  # noqa: E402
 from lawclf.config import SAMPLE_DATA_DIR, ScreenConfig  # noqa: E402
 from lawclf.predict import Predictor  # noqa: E402
@@ -102,11 +103,15 @@ def one_row(model: Path, n_old: int, n_new: int, work: Path, predictor: Predicto
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/sample/onnx", help="exported ONNX folder (int8 used when present)")
+    parser.add_argument("--shape", choices=("bert-base", "tiny"), default="",
+                        help="instead of --model: a random-weight model of this shape (speed only; benchmarks/common.py)")
     parser.add_argument("--new", type=int, default=2000, help="new posts per pass")
     parser.add_argument("--old", default="1000,100000", help="comma-separated database sizes to compare")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all cores)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
+    if args.shape:
+        args.model = str(exported_model(args.shape))
     predictor = Predictor(args.model, threads=args.threads)
     print(f"# {dt.date.today()} · {cpu_header()} · model {predictor.model_path} ({predictor.threads} ORT threads)")
     with tempfile.TemporaryDirectory(prefix="lawclf-screen-bench-") as tmp:

@@ -45,6 +45,7 @@ from lawclf.predict import (
     OUTPUT_NAME,
     Predictor,
 )
+from lawclf.text import normalise_text
 
 #: Tokenizer files copied next to the ONNX model (those that exist).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -342,8 +343,10 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     sidecar = {**meta, **onnx_meta}
     config.write_model_meta(out_dir, **sidecar)
 
-    # The serving path end to end: Predictor (tokenizers + ORT) against PyTorch probabilities.
-    pt_scores = _torch_scores(model, tokenizer, texts, max_len, sidecar["labels"])
+    # The serving path end to end: Predictor (tokenizers + ORT) against PyTorch probabilities. The
+    # Predictor normalises each text first (NFKC: full-width ，？ become ,?), so PyTorch gets the same
+    # normalised text: otherwise a text with full-width punctuation differs by its tokens, not by the export.
+    pt_scores = _torch_scores(model, tokenizer, [normalise_text(t) for t in texts], max_len, sidecar["labels"])
     served = Predictor(out_dir, model_file=FP32_FILE).predict_proba(texts)
     report["predictor_vs_torch_max_score_diff"] = float(np.abs(served - pt_scores).max())
     if report["predictor_vs_torch_max_score_diff"] > max(cfg.atol, 1e-4) * 10:

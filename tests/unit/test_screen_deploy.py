@@ -45,7 +45,23 @@ def test_compose_services():
     assert screen["profiles"] == review["profiles"] == ["screen"]  # `docker compose up` starts only the API
     assert review["ports"] == ["127.0.0.1:8010:8010"]
     assert "LAWCLF_REVIEW_TOKEN" in review["environment"]
+    assert review["entrypoint"][-1] == "lawclf.screen.review:create_review_app()"
     assert (DEPLOY / screen["build"]["dockerfile"].removeprefix("deploy/")).exists()
+
+
+def test_the_gunicorn_app_reads_the_environment_and_needs_a_token_off_loopback(tmp_path, monkeypatch):
+    from lawclf.screen.review import create_review_app
+
+    monkeypatch.setenv("LAWCLF_SCREEN_DB_URL", f"sqlite:///{tmp_path}/r.db")
+    monkeypatch.setenv("LAWCLF_SCREEN_REVIEW_HOST", "0.0.0.0")
+    monkeypatch.delenv("LAWCLF_REVIEW_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="review_token"):
+        create_review_app()
+    monkeypatch.setenv("LAWCLF_REVIEW_TOKEN", "t")
+    client = create_review_app().test_client()
+    assert client.get("/api/posts").status_code == 401
+    assert client.get("/api/posts", headers={"Authorization": "Bearer t"}).get_json()["posts"] == []
+    assert (tmp_path / "r.db").exists()
 
 
 def test_dockerfile_systemd_and_cron_use_real_settings():

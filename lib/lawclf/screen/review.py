@@ -118,12 +118,20 @@ def add_review(conn: sa.engine.Connection, post_id: int, label: int, reviewer: s
 
 
 def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
-    """The Flask app (``lawclf screen review`` runs it; Gunicorn can too: ``create_review_app()``)."""
+    """The Flask app. ``lawclf screen review`` runs it on Flask's server (loopback use); to share it, run
+    ``gunicorn -b 0.0.0.0:8010 "lawclf.screen.review:create_review_app()"`` with ``LAWCLF_SCREEN_REVIEW_HOST``
+    set to the bind address and ``LAWCLF_REVIEW_TOKEN`` set, behind TLS. Raises ConfigError off loopback
+    without a token."""
     import base64
 
     from flask import Flask, Response, jsonify, request
 
-    cfg = cfg or ScreenConfig()
+    if cfg is None:  # under Gunicorn: the settings come from LAWCLF_SCREEN_* variables
+        from lawclf.config import env_values
+        from lawclf.screen import ENV_PREFIX
+
+        cfg = ScreenConfig(**env_values(ScreenConfig, ENV_PREFIX))
+    check_exposure(cfg)
     token = review_token(cfg)
     engine = engine or open_db(cfg.db_url)
     app = Flask("lawclf.review")
