@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_WORK_DIR, MAX_LEN, exported_model, model_dir, text_of_tokens  # noqa: E402
+from common import DEFAULT_WORK_DIR, MAX_LEN, cpu_header, exported_model, model_dir, text_of_tokens  # noqa: E402
 
 ENGINES = ("torch", "ort-fp32", "ort-int8", "original")
 GOALS = {"int8_p50_ms_at_32": 12.0, "speedup_vs_torch": 5.0, "speedup_vs_original": 50.0}
@@ -183,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print("note: --clock cpu adds up the CPU time of all threads; use --threads 1 for latency", file=sys.stderr)
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    machine = (f"{platform.processor() or platform.machine()}, {_cpu_name()}, {os.cpu_count()} cores, "
-               f"{args.threads} thread(s), {args.clock} clock")
+    machine = f"{cpu_header()}, {args.threads} thread(s), {args.clock} clock"
     results = {"date": started, "machine": machine, "args": {k: v for k, v in vars(args).items()}, "shapes": {}}
     load_before = os.getloadavg()[0]
     for shape in args.shapes.split(","):
@@ -204,16 +202,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -391,6 +391,11 @@ class CollectConfig(_Checked):
     max_chars: int = 512
 
 
+#: Every ScreenConfig field can also come from ``LAWCLF_SCREEN_<FIELD>`` (``LAWCLF_SCREEN_DB_URL``,
+#: ``LAWCLF_SCREEN_WEBHOOKS``): secrets stay off the command line, where ``ps`` would show them.
+SCREEN_ENV_PREFIX = "LAWCLF_SCREEN_"
+
+
 @dataclass
 class ScreenConfig(_Checked):
     """The screening job: collect new posts, score them, digest, notify, review (``lawclf screen``, notebook 07)."""

@@ -177,3 +177,28 @@ def test_options_is_answered_in_json():
     assert resp.status_code == 200 and resp.mimetype == "application/json"
     assert set(resp.get_json()["allow"]) >= {"POST", "OPTIONS"}
     assert set(resp.headers["Allow"].replace(" ", "").split(",")) == set(resp.get_json()["allow"])
+
+
+def test_the_spec_and_the_server_use_one_definition_of_a_visible_character():
+    import re
+    import unicodedata
+    from importlib import resources
+
+    from lawclf.validation import VISIBLE_PATTERN
+
+    spec = json.loads(resources.files("lawclf").joinpath("resources/openapi.json").read_text(encoding="utf-8"))
+    schemas = spec["components"]["schemas"]
+    patterns = [schemas["PredictRequest"]["properties"][f]["pattern"] for f in ("content", "text")]
+    patterns += [schemas["BatchRequest"]["properties"][f]["items"]["pattern"] for f in ("texts", "contents")]
+    assert patterns == [VISIBLE_PATTERN] * 4
+    for name, fields in (("PredictRequest", ("content", "text")), ("BatchRequest", ("texts", "contents"))):
+        assert schemas[name]["oneOf"] == [{"required": [fields[0]]}, {"required": [fields[1]]}]  # exactly one
+    if unicodedata.unidata_version != "14.0.0":
+        pytest.skip(f"the pattern is written for Unicode 14; this Python has {unicodedata.unidata_version}")
+    visible = re.compile(VISIBLE_PATTERN)
+    for cp in range(0x10000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        ch = chr(cp)
+        invisible = ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf")
+        assert bool(visible.fullmatch(ch)) is not invisible, hex(cp)

@@ -24,13 +24,10 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from lawclf.config import SCREEN_ENV_PREFIX as ENV_PREFIX
 from lawclf.config import ScreenConfig, add_config_args, config_from_args, env_values
 
 __all__ = ["cli", "ENV_PREFIX"]
-
-#: Every setting can also come from ``LAWCLF_SCREEN_<FIELD>`` (``LAWCLF_SCREEN_DB_URL``,
-#: ``LAWCLF_SCREEN_WEBHOOKS``): secrets stay off the command line, where ``ps`` would show them.
-ENV_PREFIX = "LAWCLF_SCREEN_"
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:

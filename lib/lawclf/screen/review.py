@@ -127,10 +127,9 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     from flask import Flask, Response, jsonify, request
 
     if cfg is None:  # under Gunicorn: the settings come from LAWCLF_SCREEN_* variables
-        from lawclf.config import env_values
-        from lawclf.screen import ENV_PREFIX
+        from lawclf.config import SCREEN_ENV_PREFIX, env_values
 
-        cfg = ScreenConfig(**env_values(ScreenConfig, ENV_PREFIX))
+        cfg = ScreenConfig(**env_values(ScreenConfig, SCREEN_ENV_PREFIX))
     check_exposure(cfg)
     token = review_token(cfg)
     engine = engine or open_db(cfg.db_url)
