@@ -1,7 +1,8 @@
 """Latency and throughput of the ways to serve the classifier, side by side, in one run.
 
 For each model shape (``bert-base``: random weights of bert-base-chinese's shape; ``tiny``)
-it times, end to end per request (tokenisation included):
+it times, end to end per request (tokenisation included), each engine in its own worker
+process (one engine's threads must not slow another's; the engines take turns):
 
 * ``torch``     PyTorch eager fp32 (transformers' default attention), batch 1
 * ``ort-fp32``  lawclf's Predictor on model.onnx (optimised graph)
@@ -36,64 +37,59 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_WORK_DIR, MAX_LEN, cpu_header, exported_model, model_dir, text_of_tokens  # noqa: E402
 
 ENGINES = ("torch", "ort-fp32", "ort-int8", "original")
+#: Diagnostic: ``InferenceSession.run`` on model.int8.onnx with inputs encoded once, no tokenisation and
+#: no Python around it; the gap to ``ort-int8`` is what the Predictor adds.
+BARE = "int8-bare"
 GOALS = {"int8_p50_ms_at_32": 12.0, "speedup_vs_torch": 5.0, "speedup_vs_original": 50.0}
 
 
-#: ``wall``: elapsed time (what a user waits). ``cpu``: this process's CPU time, which other
+#: ``wall``: elapsed time (what a user waits). ``cpu``: the worker process's CPU time, which other
 #: processes on a busy shared machine do not inflate; with ``--threads 1`` it equals the
 #: latency on an idle core.
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-clock = CLOCKS["wall"]
-
-
-def interleaved(fns: dict[str, Callable[[], object]], reps: dict[str, int], warmup: int) -> dict[str, list[float]]:
-    """Milliseconds per call, engines taking turns within each round.
-
-    On a shared machine the load changes from minute to minute; interleaving gives every
-    engine the same conditions, so the ratios stay meaningful even when absolute times drift.
-    Engines with fewer ``reps`` run on evenly spread rounds.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    rounds = max(reps.values())
-    out: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(rounds):
-        for name, fn in fns.items():
-            every = max(1, rounds // max(1, reps[name]))
-            if r % every or len(out[name]) >= reps[name]:
-                continue
-            t0 = clock()
-            fn()
-            out[name].append((clock() - t0) * 1000)
-    return out
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def make_engines(shape: str, threads: int, work_dir: Path) -> dict[str, Callable[[list[str]], object]]:
-    """One callable per engine: texts -> scores, each doing its own tokenisation."""
-    import onnxruntime as ort
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from lawclf.predict import Predictor
-
+def make_engine(name: str, shape: str, threads: int, work_dir: Path) -> Callable[[list[str]], object]:
+    """One engine, texts -> scores, doing its own tokenisation. Built inside its own process."""
     onnx_dir = exported_model(shape, work_dir)
-    torch.set_num_threads(threads)
+    if name == BARE:
+        from lawclf.predict import Predictor
+
+        predictor = Predictor(onnx_dir, model_file="model.int8.onnx", threads=threads)
+        cache: dict[tuple[str, ...], dict] = {}
+
+        def bare_engine(texts: list[str]):
+            key = tuple(texts)
+            if key not in cache:
+                cache[key] = predictor.pad_batch(predictor.encode(texts))
+            return predictor.session.run(["logits"], cache[key])
+        return bare_engine
+    if name in ("ort-fp32", "ort-int8"):
+        from lawclf.predict import Predictor
+
+        model_file = "model.onnx" if name == "ort-fp32" else "model.int8.onnx"
+        return Predictor(onnx_dir, model_file=model_file, threads=threads, batch_size=64).predict_proba
+    from transformers import AutoTokenizer
+
     mdir = model_dir(shape, work_dir)
     tok = AutoTokenizer.from_pretrained(mdir)
-    model = AutoModelForSequenceClassification.from_pretrained(mdir).eval()  # default (SDPA) attention
+    if name == "torch":
+        import torch
+        from transformers import AutoModelForSequenceClassification
 
-    def torch_engine(texts: list[str]):
-        with torch.no_grad():
-            enc = tok(texts, padding=True, truncation=True, max_length=MAX_LEN, return_tensors="pt")
-            return model(**enc).logits.softmax(-1)[:, 1].numpy()
+        torch.set_num_threads(threads)
+        model = AutoModelForSequenceClassification.from_pretrained(mdir).eval()  # default (SDPA) attention
 
-    fp32 = Predictor(onnx_dir, model_file="model.onnx", threads=threads, batch_size=64)
-    int8 = Predictor(onnx_dir, model_file="model.int8.onnx", threads=threads, batch_size=64)
+        def torch_engine(texts: list[str]):
+            with torch.no_grad():
+                enc = tok(texts, padding=True, truncation=True, max_length=MAX_LEN, return_tensors="pt")
+                return model(**enc).logits.softmax(-1)[:, 1].numpy()
+        return torch_engine
+    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -106,25 +102,93 @@ def make_engines(shape: str, threads: int, work_dir: Path) -> dict[str, Callable
             feeds = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
             scores.append(original_sess.run(["logits"], feeds)[0][0])
         return scores
+    return original_engine
 
-    return {"torch": torch_engine, "ort-fp32": fp32.predict_proba, "ort-int8": int8.predict_proba,
-            "original": original_engine}
+
+def _worker(name: str, shape: str, threads: int, work_dir: str, clock_name: str, conn) -> None:
+    """An engine in its own process: answers ``(texts, calls)`` with the milliseconds of each call.
+
+    Each engine gets a process of its own so that one engine's threads cannot slow another's
+    (PyTorch's OpenMP threads keep spinning for a while after each call, on the cores the next
+    engine needs); the parent lets one worker run at a time.
+    """
+    clock = CLOCKS[clock_name]
+    engine = make_engine(name, shape, threads, Path(work_dir))
+    conn.send("ready")
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        texts, calls = msg
+        out = []
+        for _ in range(calls):
+            t0 = clock()
+            engine(texts)
+            out.append((clock() - t0) * 1000)
+        conn.send(out)
+
+
+class Engines:
+    """The engines' worker processes; ``interleaved`` makes them take turns."""
+
+    def __init__(self, shape: str, args: argparse.Namespace):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # a clean interpreter each: no threads or torch state inherited
+        exported_model(shape, Path(args.work_dir))  # export once, before the workers look for it
+        self.procs, self.conns = {}, {}
+        for name in ENGINES + (BARE,):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(name, shape, args.threads, args.work_dir, args.clock, child),
+                               daemon=True)
+            proc.start()
+            self.procs[name], self.conns[name] = proc, parent
+        for name, conn in self.conns.items():
+            if conn.recv() != "ready":
+                raise RuntimeError(f"engine {name} did not start")
+
+    def call(self, name: str, texts: list[str], calls: int) -> list[float]:
+        self.conns[name].send((texts, calls))
+        return self.conns[name].recv()
+
+    def interleaved(self, texts: list[str], reps: dict[str, int], warmup: int, chunk: int = 5) -> dict[str, list[float]]:
+        """Milliseconds per call; the engines take turns, ``chunk`` calls at a time.
+
+        On a shared machine the load changes from minute to minute; taking turns gives every
+        engine the same conditions, so the ratios stay meaningful even when absolute times drift.
+        """
+        for name in reps:
+            self.call(name, texts, warmup)
+        out: dict[str, list[float]] = {name: [] for name in reps}
+        while any(len(out[n]) < reps[n] for n in reps):
+            for name in reps:
+                left = reps[name] - len(out[name])
+                if left > 0:
+                    out[name] += self.call(name, texts, min(chunk, left))
+        return out
+
+    def close(self) -> None:
+        for name, conn in self.conns.items():
+            conn.send(None)
+            self.procs[name].join(timeout=30)
 
 
 def bench_shape(shape: str, args: argparse.Namespace) -> dict:
-    engines = make_engines(shape, args.threads, Path(args.work_dir))
-    reps = {e: (args.original_reps if e == "original" else args.reps) for e in ENGINES}
-    latency: dict[str, dict[int, dict[str, float]]] = {e: {} for e in ENGINES}
-    for seq in args.seq_lens:
-        text = text_of_tokens(seq)
-        ms = interleaved({e: (lambda e=e, text=text: engines[e]([text])) for e in ENGINES}, reps, args.warmup)
-        for e in ENGINES:
-            latency[e][seq] = {"p50": percentile(ms[e], 50), "p95": percentile(ms[e], 95)}
-        print(f"[{shape}] seq {seq}: " + ", ".join(f"{e} {latency[e][seq]['p50']:.1f} ms" for e in ENGINES),
-              flush=True)
-    batch = [text_of_tokens(args.throughput_seq, offset=i * 7) for i in range(args.batch)]
-    fast = [e for e in ENGINES if e != "original"]
-    ms = interleaved({e: (lambda e=e: engines[e](batch)) for e in fast}, {e: args.throughput_reps for e in fast}, 1)
+    engines = Engines(shape, args)
+    try:
+        reps = {e: (args.original_reps if e == "original" else args.reps) for e in ENGINES + (BARE,)}
+        latency: dict[str, dict[int, dict[str, float]]] = {e: {} for e in ENGINES + (BARE,)}
+        for seq in args.seq_lens:
+            ms = engines.interleaved([text_of_tokens(seq)], reps, args.warmup)
+            for e in ENGINES + (BARE,):
+                latency[e][seq] = {"p50": percentile(ms[e], 50), "p95": percentile(ms[e], 95)}
+            print(f"[{shape}] seq {seq}: " + ", ".join(f"{e} {latency[e][seq]['p50']:.1f} ms"
+                                                        for e in ENGINES + (BARE,)), flush=True)
+        batch = [text_of_tokens(args.throughput_seq, offset=i * 7) for i in range(args.batch)]
+        fast = [e for e in ENGINES if e != "original"]
+        ms = engines.interleaved(batch, {e: args.throughput_reps for e in fast}, 1, chunk=1)
+    finally:
+        engines.close()
     throughput = {e: args.batch / (statistics.median(ms[e]) / 1000) for e in fast}
     # one request at a time, each padded to 512 tokens: its throughput is 1 / its latency
     throughput["original"] = 1000 / statistics.median([latency["original"][s]["p50"] for s in args.seq_lens])
@@ -143,6 +207,9 @@ def table(shape: str, res: dict, args: argparse.Namespace) -> str:
         r_t = lat["torch"][seq]["p50"] / lat["ort-int8"][seq]["p50"]
         r_o = lat["original"][seq]["p50"] / lat["ort-int8"][seq]["p50"]
         lines.append(f"| {seq} | " + " | ".join(cells) + f" | {r_t:.1f}× | {r_o:.0f}× |")
+    lines.append("| Predictor overhead (int8 p50 − bare `session.run` p50, same graph) | "
+                 + ", ".join(f"{seq}: {lat['ort-int8'][seq]['p50'] - lat[BARE][seq]['p50']:.1f} ms" for seq in args.seq_lens)
+                 + " | | | | | |")
     lines.append(f"| throughput, batch {args.batch} × {args.throughput_seq} tokens (texts/s) | "
                  + " | ".join(f"{thr[e]:.1f}" for e in ENGINES)
                  + f" | {thr['ort-int8'] / thr['torch']:.1f}× | {thr['ort-int8'] / thr['original']:.0f}× |")
@@ -176,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall: elapsed time; cpu: process CPU time (robust on a busy machine; use --threads 1)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    global clock
-    clock = CLOCKS[args.clock]
     if args.clock == "cpu" and args.threads != 1:
         print("note: --clock cpu adds up the CPU time of all threads; use --threads 1 for latency", file=sys.stderr)
 
