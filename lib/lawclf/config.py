@@ -322,7 +322,9 @@ class ServeConfig(_Checked):
     #: Server-side micro-batching of concurrent requests.
     microbatch: bool = True
     microbatch_max_size: int = 32
-    microbatch_wait_ms: float = 5.0
+    #: Extra wait for more requests before a batch runs; 0 = none: a batch is whatever arrived while
+    #: the model was busy, so a lone request never waits and a busy server still batches.
+    microbatch_wait_ms: float = 0.0
     #: Texts that may wait for the model per worker; beyond that a request gets 503 with Retry-After at once (0 = no bound).
     max_queue: int = 256
     #: Seconds a request waits for its prediction before a 503 (Gunicorn's timeout is longer).

@@ -19,11 +19,12 @@ class MicroBatcher:
     """Groups concurrent requests into one predictor call.
 
     Each request puts its texts on a queue and waits on a future. One thread takes the
-    first waiting job, then everything already queued, then waits up to ``wait_ms`` for
-    more until ``max_size`` texts are collected, runs ``predict_many`` once and hands each
-    request its slice of the results. Under load a batch forms while the previous one
-    runs, so throughput approaches batch throughput; a lone request waits at most
-    ``wait_ms``.
+    first waiting job, then everything already queued, then (only when ``wait_ms`` > 0) waits
+    up to ``wait_ms`` for more until ``max_size`` texts are collected, runs ``predict_many``
+    once and hands each request its slice of the results. Under load a batch forms while the
+    previous one runs, so no wait is needed for batches to form (the default, 0); a lone
+    request then goes to the model at once. ``predict_many`` cuts the batch by length
+    (:func:`lawclf.predict.length_groups`), so mixing short and long texts wastes little.
 
     Admission control: at most ``max_queue`` texts wait at a time (0 = no bound); beyond
     that :meth:`submit` raises :class:`Overloaded` at once, so a burst cannot leave a
@@ -35,7 +36,7 @@ class MicroBatcher:
     """
 
     def __init__(self, predict_many: Callable[[list[str]], list[dict]], max_size: int = 32,
-                 wait_ms: float = 5.0, max_queue: int = 0):
+                 wait_ms: float = 0.0, max_queue: int = 0):
         self._predict_many = predict_many
         self.max_queue = max(0, int(max_queue))
         self._waiting = 0  # texts queued and not yet taken into a batch

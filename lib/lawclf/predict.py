@@ -101,6 +101,23 @@ def resolve_model_dir(model_dir: Union[str, os.PathLike[str]]) -> Path:
     return path
 
 
+def length_groups(sorted_lengths: Sequence[int], max_size: int, pad_ratio: float) -> list[slice]:
+    """Cut lengths sorted ascending into batches of at most ``max_size`` whose longest member is at
+    most ``pad_ratio`` times their shortest.
+
+    Each batch is padded to its longest text, so mixing 20- and 60-token texts computes a third
+    of the batch on padding; on CPU a batch of similar lengths costs about the same per text as a
+    bigger mixed one, so cutting by length wins (benchmarks/load.py, docs/benchmarks.md).
+    """
+    groups, start = [], 0
+    for i in range(1, len(sorted_lengths) + 1):
+        if (i == len(sorted_lengths) or i - start >= max_size
+                or sorted_lengths[i] > sorted_lengths[start] * pad_ratio):
+            groups.append(slice(start, i))
+            start = i
+    return groups
+
+
 class Predictor:
     """Classify texts with an exported ONNX model.
 
@@ -115,7 +132,7 @@ class Predictor:
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike[str]], model_file: Optional[str] = None,
-                 threads: int = 0, batch_size: int = 32):
+                 threads: int = 0, batch_size: int = 32, pad_ratio: float = 1.25):
         import onnxruntime as ort  # imported here so `import lawclf.predict` stays cheap
         from tokenizers import Tokenizer
 
@@ -135,6 +152,8 @@ class Predictor:
 
         self.threads = int(threads) if threads and threads > 0 else default_threads()
         self.batch_size = max(1, int(batch_size))
+        #: A batch's longest text is at most this many times its shortest (see :func:`length_groups`).
+        self.pad_ratio = max(1.0, float(pad_ratio))
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
@@ -225,8 +244,8 @@ class Predictor:
     def predict_proba(self, texts: Sequence[str], batch_size: Optional[int] = None) -> np.ndarray:
         """P(legal) for each text, in input order.
 
-        Texts are sorted by token length and cut into batches so that each batch pads to
-        a similar length (little wasted compute), then scores go back to input order.
+        Texts are sorted by token length and cut into batches of similar length
+        (:func:`length_groups`: little compute wasted on padding), then scores go back to input order.
         """
         texts = list(texts)
         if not texts:
@@ -235,8 +254,8 @@ class Predictor:
         ids = self.encode(texts)
         order = np.argsort([len(x) for x in ids], kind="stable")
         scores = np.empty(len(texts), dtype=np.float32)
-        for start in range(0, len(order), size):
-            idx = order[start:start + size]
+        for group in length_groups([len(ids[i]) for i in order], size, self.pad_ratio):
+            idx = order[group]
             logits = self.logits(self.pad_batch([ids[i] for i in idx])).astype(np.float64)
             logits -= logits.max(axis=1, keepdims=True)  # stable softmax
             probs = np.exp(logits)

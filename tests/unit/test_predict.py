@@ -74,14 +74,34 @@ def test_result_shape_and_threshold(predictor):
 def test_batch_padded_to_longest_not_512(predictor, monkeypatch):
     rec = Recorder(predictor)
     monkeypatch.setattr(predictor, "logits", rec)
+    monkeypatch.setattr(predictor, "pad_ratio", float("inf"))  # one batch whatever the lengths
     predictor.predict_proba(["一二三", "一二三四五六七八九十"])
     assert rec.shapes == [(2, 12)]  # 10 characters + [CLS] + [SEP]
+
+
+def test_length_groups_cut_by_size_and_by_length_ratio():
+    from lawclf.predict import length_groups
+
+    assert length_groups([], 4, 1.25) == []
+    assert length_groups([10, 10, 11, 12, 12], 4, 1.25) == [slice(0, 4), slice(4, 5)]  # size cap
+    assert length_groups([10, 12, 13, 20, 24, 40], 32, 1.25) == [slice(0, 2), slice(2, 3), slice(3, 5), slice(5, 6)]
+    assert length_groups([5, 50], 32, float("inf")) == [slice(0, 2)]
+
+
+def test_mixed_lengths_go_to_the_model_in_similar_length_batches(predictor, monkeypatch):
+    rec = Recorder(predictor)
+    monkeypatch.setattr(predictor, "logits", rec)
+    short, long_ = ["一二三"] * 3, ["一二三四五六七八九十" * 3] * 2
+    scores = predictor.predict_proba(short + long_)
+    assert sorted(rec.shapes) == [(2, MAX_LEN), (3, 5)]  # not one batch of 5 padded to MAX_LEN
+    assert len(scores) == 5
 
 
 def test_truncates_at_max_len(predictor, monkeypatch):
     assert len(predictor.encode(["法" * 300])[0]) == MAX_LEN
     rec = Recorder(predictor)
     monkeypatch.setattr(predictor, "logits", rec)
+    monkeypatch.setattr(predictor, "pad_ratio", float("inf"))
     predictor.predict_proba(["法" * 300, "短"])
     assert rec.shapes == [(2, MAX_LEN)]
 
@@ -97,6 +117,7 @@ def test_length_sorting_keeps_input_order(predictor, monkeypatch):
         return np.stack([np.zeros_like(n), n / 10], axis=1)
 
     monkeypatch.setattr(predictor, "logits", logits_from_length)
+    monkeypatch.setattr(predictor, "pad_ratio", float("inf"))  # batches cut by size only
     scores = predictor.predict_proba(texts, batch_size=3)
     expected = 1 / (1 + np.exp(-np.array([len(t) + 2 for t in texts]) / 10))
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
