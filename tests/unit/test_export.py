@@ -154,3 +154,43 @@ def test_latency_comparison_pads_only_when_asked(exported_tiny):
     ms = latency_comparison(RunPaths(exported_tiny).onnx, "公司拖欠工资怎么办", reps=3, threads=1)
     assert set(ms) == {"fp32", "int8", "fp32_pad512"} and all(v > 0 for v in ms.values())
     assert ms["fp32_pad512"] > ms["fp32"]  # 512 tokens of work instead of 11
+
+
+def test_a_parity_failure_says_whether_the_tokenizer_or_the_numerics_differ():
+    import numpy as np
+
+    from lawclf.export import explain_mismatch
+
+    torch_scores = np.array([0.10, 0.90])
+    # the Predictor's tokens differ: the graph agrees with torch on the training tokenizer's tokens
+    message = explain_mismatch(np.array([0.30, 0.90]), torch_scores, np.array([0.1001, 0.9]), 1e-3)
+    assert "tokenizer.json or lawclf_meta.json" in message and "0.2" in message
+    # the tokens agree, the engines do not
+    message = explain_mismatch(np.array([0.12, 0.90]), torch_scores, np.array([0.12, 0.90]), 1e-3)
+    assert "numerics differ" in message and "tokenizer agrees" in message
+
+
+def test_the_export_check_feeds_pytorch_the_text_the_predictor_sees(tmp_path, monkeypatch):
+    """The Predictor normalises (NFKC: ，？ become ,?) before tokenising, so the export's Predictor-vs-PyTorch
+    check must give PyTorch the normalised text too, or a random-weight model fails it on punctuation alone."""
+    import lawclf.export as export_module
+    from lawclf.config import ExportConfig, RunPaths
+    from lawclf.export import BUILTIN_TEXTS, export, save_random_model
+    from lawclf.modeling import TinySpec
+    from lawclf.text import normalise_text
+
+    seen: list[str] = []
+    real = export_module._torch_scores
+
+    def recording(model, tokenizer, texts, *args, **kwargs):
+        seen.extend(texts)
+        return real(model, tokenizer, texts, *args, **kwargs)
+
+    monkeypatch.setattr(export_module, "_torch_scores", recording)
+    run = tmp_path / "run"
+    save_random_model(RunPaths(run).model, TinySpec(layers=2, hidden=64, heads=2, vocab_size=500, max_positions=64),
+                      max_len=64)
+    assert any("，" in t for t in BUILTIN_TEXTS)  # the built-in texts have full-width punctuation
+    report = export(ExportConfig(run_dir=str(run), parity_max_texts=0, quantize=False))
+    assert seen == [normalise_text(t) for t in BUILTIN_TEXTS]
+    assert report["predictor_vs_torch_max_score_diff"] < 1e-4
