@@ -61,7 +61,7 @@ class Genre:
 
 
 # --------------------------------------------------------------------------- legal (label 1)
-LEGAL_QA = Genre("sample/legal-qa", 1, 330, (
+LEGAL_QA = Genre("sample/legal-qa", 1, 280, (
     # 劳动 / 工资 / 工伤 / 辞退
     "{公司}拖欠我{月数}工资，老板一直说下个月发，{法律问法}",
     "在{公司}干了{时长}，老板突然说明天不用来了，一分钱补偿都没有，{法律问法}",
@@ -279,7 +279,7 @@ LEGAL_STORY = Genre("sample/legal-story", 1, 70, (
 })
 
 # --------------------------------------------------------------------------- non-legal (label 0)
-EVERYDAY = Genre("sample/everyday-question", 0, 150, (
+EVERYDAY = Genre("sample/everyday-question", 0, 120, (
     # 借钱 with everyday intent
     "{亲友}问我借{金额}{借钱用途}，{犹豫}，到底要不要借给他？",
     "{亲友}又来找我借钱了，我真的不想借，怎么委婉地拒绝才不伤感情",
@@ -484,7 +484,7 @@ REVIEW = Genre("sample/review", 0, 70, (
     "差纸张": ["有点薄", "发黄", "有错别字"],
 })
 
-LIFE = Genre("sample/life-question", 0, 110, (
+LIFE = Genre("sample/life-question", 0, 100, (
     # study
     "{科目}挂科了，补考一般难吗？",
     "四六级听力总是听不懂，有什么练习方法吗",
@@ -550,7 +550,107 @@ LIFE = Genre("sample/life-question", 0, 110, (
     "伴侣": ["男朋友", "女朋友", "老公", "老婆"],
 })
 
-GENRES: tuple[Genre, ...] = (LEGAL_QA, LEGAL_STORY, EVERYDAY, TECH_FORUM, REVIEW, LIFE)
+# --------------------------------------------------------------------------- hand-written, one of a kind
+# No templates: every text is its own, so a row in the test split has no near-twin in training.
+# These two genres are where a small model makes its real, explainable mistakes.
+#: Legal questions in everyday words: no 法/律师/起诉/维权/合同/赔偿/仲裁 to lean on.
+LEGAL_PLAIN = Genre("sample/legal-plain-words", 1, 40, (
+    "老板说这个月效益不好，工资先发一半，剩下的年底再说，我们能怎么办",
+    "干了五年突然通知我下周不用来了，啥也没给，就这样走了吗",
+    "前夫两年没给孩子生活费了，电话也不接，我还能找谁",
+    "我妈走了以后，舅舅把外婆的房子过户到了自己名下，我们家一点都没有",
+    "房子住了三个月天花板就开始掉皮，开发商说过了保修期不管",
+    "婆家说结婚时给的十八万要全部还回去，才结婚半年就闹成这样",
+    "朋友拿我的身份证去办了贷款，现在催款电话打到我这里来了",
+    "上班时候从楼梯上摔下来，单位说是我自己不小心，医药费让我自己出",
+    "小区地下车库的车被砸了，物业说监控坏了不关他们的事",
+    "签了三年的租约，房东一年后就说要涨一千，不涨就让我走",
+    "在医院做了个小手术，结果伤口感染又住了半个月，医院说是正常现象",
+    "网上认识的人说能帮我办信用卡，收了三千手续费以后人就不见了",
+    "工作了半年公司一直没给交五险一金，问了人事说试用期不交",
+    "爸爸生前写了一张纸说房子给我，没去公证，其他兄弟姐妹不认",
+    "邻居把空调外机装在我家窗户正对面，天天嗡嗡响，说了也不改",
+    "电动车停在小区里被偷了，物业说停车费里不包括看车",
+    "我哥欠了别人钱跑了，债主天天来我爸妈家里堵门",
+    "领导让我们签一张自愿放弃加班费的声明，不签就不给排班",
+    "离职的时候公司让我赔培训费两万，说是合同里写了服务期",
+    "孩子在幼儿园被老师推倒磕破了头，园长只说会批评老师",
+    "卖家收了定金以后说房子不卖了，定金退给我，可我已经把自己的房子卖了",
+    "老公在外面有人了，还把家里的存款转给了那个女的，这些钱能要回来吗",
+    "外卖送餐的时候被车撞了，站点说我是兼职不归他们管",
+    "被拉进一个投资群，说稳赚不赔，投了八万现在群解散了",
+    "公司要求我们下班后还要在群里随时回复消息，不回就扣钱，这样可以吗",
+    "亲戚借住在我家房子里五年了，现在让他搬走他说住久了就是他的了",
+    "装修到一半工头跑了，材料钱已经付了一大半，人也联系不上",
+    "我被人冒名顶替上了大学，过了十年才知道，这种事情还能追究吗",
+    "公司说我泄露了客户资料要扣我三个月工资，我根本没做过",
+    "开车被后面的车追尾了，对方说我急刹车也有责任，不肯全赔",
+    "父母年纪大了，几个子女都不想出赡养费，我一个人扛不住了",
+    "二手车行卖给我的车是事故车，当时说没出过事故，有办法退吗",
+    "单位说我怀孕了不适合原来的岗位，把我调去看仓库，工资也降了",
+    "被狗咬了去打疫苗花了两千多，狗主人说他的狗从来不咬人",
+    "在健身房办了三年的卡，才去了半年店就关门了，老板也找不到了",
+    "淘宝买的奶粉是假的，孩子喝了拉肚子，店家现在不回消息",
+    "工厂辞退了一批老员工，说是经营困难，一分钱补偿都不给",
+    "同事在公司群里造谣说我和领导有不正当关系，影响很坏",
+    "被公司安排去外地出差出了车祸，现在公司说出差期间不算上班",
+    "房东把我租的房子又租给了别人，还把我的东西扔了出去",
+))
+
+#: Everyday questions full of words that legal questions use (合同, 律师, 离婚, 借钱, 投诉, 赔 ...).
+EVERYDAY_LEGAL_WORDS = Genre("sample/everyday-legal-words", 0, 40, (
+    "签了新工作的合同以后又收到一个更好的offer，现在好纠结该怎么选",
+    "看了一部律政剧，觉得当律师好酷，现在转行学法还来得及吗",
+    "和男朋友吵架，他说要跟我分手，我该怎么挽回",
+    "搬家的时候要不要请朋友帮忙，还是直接找搬家公司省心",
+    "孩子总是和同学打架，老师让我去学校，我该怎么教育他",
+    "房租每个月要交四千，工资才八千，是不是应该搬去远一点的地方",
+    "离婚以后一个人带孩子，周末总觉得很孤单，大家是怎么过来的",
+    "借了朋友的相机出去玩，不小心摔坏了一个镜头盖，要不要买个新的还他",
+    "买了份重疾险，业务员说的和条款好像不太一样，这种保险值得买吗",
+    "想投诉楼下的烧烤店太吵，打哪个电话比较管用",
+    "签证被拒了，说是材料不全，下次申请要注意什么",
+    "老板总是在下班后开会，大家都这样加班吗，怎么调整心态",
+    "公司要求签保密协议，正常吗，这种公司一般待遇怎么样",
+    "给爸妈买房子写谁的名字比较好，以后过户会不会很麻烦",
+    "考公务员选法律岗还是综合岗，哪个竞争小一点",
+    "婆婆总是插手我们家的事，老公又不管，日子过得好累",
+    "网购的衣服尺码不对，退货运费谁出比较合理，一般商家都怎么处理",
+    "被领导当众批评了，心里很委屈，要不要去找他谈谈",
+    "想给孩子报个围棋班，一年学费一万多，值不值",
+    "公积金能不能用来付房租，怎么提取比较方便",
+    "合租的室友总是不打扫卫生，我该怎么和她沟通",
+    "借呗和信用卡哪个利息低，急用钱的时候用哪个好",
+    "我想咨询下，大家结婚的时候彩礼一般给多少",
+    "年终奖发了三个月工资，是存起来还是拿去还房贷",
+    "在法院门口看到很多人排队，现在办事都要预约吗",
+    "孩子说长大想当警察，我该怎么培养他的兴趣",
+    "请问律师这个职业现在收入怎么样，累不累",
+    "邻居家的孩子每天练钢琴到很晚，我要不要去说一声",
+    "第一次去见家长，男朋友的爸妈好像不太喜欢我，怎么办",
+    "装修选了一家口碑好的公司，合同签之前要问清楚哪些细节",
+    "租房的时候要不要和房东砍价，一般能砍多少",
+    "同事离职了，工作全压到我身上，要不要跟领导提加薪",
+    "老公工资卡一直在婆婆手里，这正常吗，我要不要提出来",
+    "二手车买回来开了一个月，总觉得油耗有点高，是正常的吗",
+    "去医院看病排队太久了，有什么挂号的小技巧",
+    "朋友开了家奶茶店，让我入股，我该不该投",
+    "父母年纪大了想接来一起住，老公不太愿意，该怎么商量",
+    "买保险的时候要注意看哪些条款，总觉得看不懂",
+    "养的狗总是对着陌生人叫，怎么训练它安静一点",
+    "健身卡快到期了，续卡的时候能不能跟店里讲价",
+))
+
+GENRES: tuple[Genre, ...] = (LEGAL_QA, LEGAL_STORY, EVERYDAY, TECH_FORUM, REVIEW, LIFE, LEGAL_PLAIN,
+                             EVERYDAY_LEGAL_WORDS)
+
+#: Rows filed under the wrong label, as real collections have them (a legal question in the non-legal
+#: dump and the other way round). Their source is that of the file they landed in.
+MISFILED_PER_FILE = 10
+#: Deliberate duplicates: the same post again with other spacing (an exact duplicate after
+#: normalisation) or other punctuation (a near duplicate), which notebook 01 finds and drops.
+EXACT_DUPLICATES = 4
+NEAR_DUPLICATES = 4
 
 _SLOT = re.compile(r"\{([^{}]+)\}")
 
@@ -596,7 +696,29 @@ def generate_genre(genre: Genre, rng: random.Random, exclude: set[str]) -> list[
 
 
 def generate(seed: int = SAMPLE_SEED) -> dict[str, list[dict]]:
-    """All sample rows, keyed by file (``legal`` / ``nonlegal``), shuffled with ``seed``."""
+    """All sample rows, keyed by file (``legal`` / ``nonlegal``), shuffled with ``seed``: the genres,
+    then :data:`MISFILED_PER_FILE` rows moved to the other file and the deliberate duplicates."""
+    return _generate(seed)[0]
+
+
+def misfiled(seed: int = SAMPLE_SEED) -> list[dict]:
+    """The rows :func:`generate` filed under the wrong label: ``{"text", "label" (as filed), "true_label"}``.
+    The answer key notebook 04 uses to tell a model's mistake from a label's."""
+    return _generate(seed)[1]
+
+
+def known_misfiled(run_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """``{dedup key: true label}`` of the misfiled rows when ``run_dir`` was prepared from the embedded
+    sample with its default seed, else ``{}`` (for your own data nobody knows the answer in advance)."""
+    from lawclf.data import load_summary
+
+    cfg = load_summary(run_dir).get("config", {})
+    if any(cfg.get(k) for k in ("data_dir", "legal_path", "nonlegal_path", "labelled_path")):
+        return {}
+    return {dedup_key(m["text"]): m["true_label"] for m in misfiled()}
+
+
+def _generate(seed: int) -> tuple[dict[str, list[dict]], list[dict]]:
     rng = random.Random(seed)
     exclude = {dedup_key(p["text"]) for p in load_probes()}
     out: dict[str, list[dict]] = {"legal": [], "nonlegal": []}
@@ -604,11 +726,52 @@ def generate(seed: int = SAMPLE_SEED) -> dict[str, list[dict]]:
         out["legal" if genre.label == 1 else "nonlegal"].extend(generate_genre(genre, rng, exclude))
     for rows in out.values():
         rng.shuffle(rows)
-    return out
+    moved: dict[str, list[dict]] = {}
+    for name, other in (("legal", "nonlegal"), ("nonlegal", "legal")):
+        landing_source = out[other][0]["source"]  # the source of the file the row lands in
+        moved[other] = [{"text": r["text"], "label": 1 - r["label"], "source": landing_source}
+                        for r in out[name][:MISFILED_PER_FILE]]
+        out[name] = out[name][MISFILED_PER_FILE:]
+    key = [{"text": r["text"], "label": r["label"], "true_label": 1 - r["label"]} for rows in moved.values() for r in rows]
+    for name, rows in moved.items():
+        out[name].extend(rows)
+    for rows in out.values():
+        # the half-width forms of ，？ are the same text after NFKC: an exact duplicate once normalised;
+        # other end punctuation is a near duplicate (the same de-duplication key, another text)
+        punctuated = [r for r in rows[:60] if "，" in r["text"] or "？" in r["text"]]
+        for i, row in enumerate(punctuated[:(EXACT_DUPLICATES + NEAR_DUPLICATES) // 2]):
+            text = row["text"]
+            copy = (text.replace("，", ",").replace("？", "?") if i % 2 == 0
+                    else text.rstrip("？?！!。，, ") + "！")
+            rows.append({**row, "text": copy})
+        rng.shuffle(rows)
+    return out, key
+
+
+#: A small labelled file with one line of each kind the data stage rejects, drops or excludes
+#: (``dirty.jsonl``): notebook 01 reads it in lenient mode to show every rejection on screen.
+DIRTY_LINES: tuple[str, ...] = (
+    '{"text": "公司拖欠了我两个月工资，可以去劳动仲裁吗？", "label": 1}',
+    '{"text": "周末想去爬山，北京周边有什么推荐？", "label": 0}',
+    '{"text": "房东不退押金，我该怎么要回来", "label": 1',                     # cut off: bad JSON
+    '["一行", "不是对象"]',                                                 # a list, not an object
+    '{"content": "字段名写成了 content", "label": 0}',                        # no "text" field
+    '{"text": 20240601, "label": 0}',                                       # text is a number
+    '{"text": "标签写成了一个看不懂的词", "label": "maybe"}',                   # unknown label
+    '{"text": "老板说试用期不用签劳动合同，对吗？"}',                            # no label in a labelled file
+    '',                                                                     # a blank line: counted, not an error
+    '{"text": "太短", "label": 0}',                                          # under min_chars
+    '{"text": "' + "很长的一段话，" * 80 + '", "label": 0}',                  # over max_chars
+    '{"text": "公司拖欠了我两个月工资，可以去劳动仲裁吗？", "label": 1}',          # exact duplicate of line 1
+    '{"text": "公司拖欠了我两个月工资 可以去劳动仲裁吗!!", "label": 1}',          # near duplicate of line 1
+    '{"text": "朋友借了我五千块钱不还，我能怎么办？", "label": 1}',               # the same text under both labels:
+    '{"text": "朋友借了我五千块钱不还，我能怎么办？", "label": 0}',               # a conflict, both excluded
+    '{"text": "大家平时用什么记账软件？", "label": 0}',
+)
 
 
 def write_sample(out_dir: str | os.PathLike[str] = SAMPLE_DATA_DIR, seed: int = SAMPLE_SEED) -> dict[str, Path]:
-    """Write ``legal.jsonl`` and ``nonlegal.jsonl`` under ``out_dir``; returns their paths."""
+    """Write ``legal.jsonl``, ``nonlegal.jsonl`` and the teaching file ``dirty.jsonl`` under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -619,6 +782,8 @@ def write_sample(out_dir: str | os.PathLike[str] = SAMPLE_DATA_DIR, seed: int = 
             for row in rows:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         paths[name] = path
+    paths["dirty"] = out / "dirty.jsonl"
+    paths["dirty"].write_text("\n".join(DIRTY_LINES) + "\n", encoding="utf-8", newline="\n")
     return paths
 
 

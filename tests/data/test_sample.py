@@ -46,15 +46,53 @@ def test_texts_clean_and_long_enough(sample):
             assert 5 <= len(normalise_text(row["text"])) <= 512
 
 
-def test_no_duplicates_after_normalisation(sample):
+def test_only_the_deliberate_duplicates(sample):
+    """Each file holds exactly the duplicates the generator adds for notebook 01 to find, half of them
+    exact after normalisation, half near (other punctuation)."""
+    from lawclf.sample import EXACT_DUPLICATES, NEAR_DUPLICATES
+
     keys = Counter(dedup_key(r["text"]) for rows in sample.values() for r in rows)
-    assert [k for k, n in keys.items() if n > 1] == []
+    assert sum(n - 1 for n in keys.values() if n > 1) == EXACT_DUPLICATES + NEAR_DUPLICATES
+    exact = Counter(normalise_text(r["text"]) for rows in sample.values() for r in rows)
+    assert sum(n - 1 for n in exact.values() if n > 1) == EXACT_DUPLICATES
+
+
+def test_misfiled_rows_are_few_known_and_in_the_other_file(sample):
+    from lawclf.sample import MISFILED_PER_FILE, misfiled
+
+    key = misfiled()
+    assert len(key) == 2 * MISFILED_PER_FILE
+    filed = {r["text"]: r["label"] for rows in sample.values() for r in rows}
+    assert all(filed[k["text"]] == k["label"] == 1 - k["true_label"] for k in key)
+    assert len(key) / len(filed) < 0.03  # a few, as in real collections
+
+
+def test_hand_written_genres_are_one_of_a_kind(sample):
+    from lawclf.sample import EVERYDAY_LEGAL_WORDS, LEGAL_PLAIN
+
+    for genre in (LEGAL_PLAIN, EVERYDAY_LEGAL_WORDS):
+        assert "{" not in "".join(genre.templates) and len(set(genre.templates)) == genre.count
+        assert genre.source in {r["source"] for rows in sample.values() for r in rows}
+
+
+def test_the_dirty_file_has_one_line_of_each_kind(tmp_path):
+    from lawclf.config import DataConfig
+    from lawclf.data import prepare
+
+    summary = prepare(DataConfig(labelled_path=str(SAMPLE_DATA_DIR / "dirty.jsonl"), lenient=True,
+                                 run_dir=str(tmp_path)), plots=False)
+    assert summary["rejected_by_reason"] == {"bad_json": 1, "missing_label": 1, "missing_text": 1,
+                                             "non_string_text": 1, "not_object": 1, "unknown_label": 1}
+    c = summary["counts"]
+    assert (c["blank_lines"], c["too_short"], c["too_long"], c["exact_duplicates"], c["near_duplicates"],
+            c["conflict_texts"]) == (1, 1, 1, 1, 1, 1)
 
 
 def test_sources_are_per_genre(sample):
     sources = Counter(r["source"] for r in sample["nonlegal"])
-    assert {"sample/everyday-question", "sample/tech-forum", "sample/review", "sample/life-question"} <= set(sources)
-    assert min(sources.values()) >= 50  # enough rows for a per-source false-positive rate
+    assert {"sample/everyday-question", "sample/tech-forum", "sample/review", "sample/life-question",
+            "sample/everyday-legal-words"} == set(sources)  # misfiled rows carry the source of the file they are in
+    assert min(sources.values()) >= 35  # enough rows for a per-source false-positive rate
 
 
 @pytest.mark.parametrize("word", EVERYDAY_WORDS)
@@ -90,7 +128,7 @@ def test_probes_are_out_of_sample(sample):
 
 def test_generator_reproduces_the_committed_files(tmp_path):
     paths = write_sample(tmp_path)
-    for name in FILES:
+    for name in (*FILES, "dirty"):
         assert paths[name].read_bytes() == (SAMPLE_DATA_DIR / f"{name}.jsonl").read_bytes(), \
             f"data/sample/{name}.jsonl is stale: run `lawclf sample` and commit"
 
@@ -103,4 +141,5 @@ def test_other_seed_gives_other_sample(tmp_path):
 def test_sample_cli_writes_both_files(tmp_path, capsys):
     assert cli(["--out-dir", str(tmp_path)]) == 0
     assert (tmp_path / "legal.jsonl").read_bytes() == (SAMPLE_DATA_DIR / "legal.jsonl").read_bytes()
-    assert "400 rows (legal)" in capsys.readouterr().out
+    assert "394 rows (legal)" in capsys.readouterr().out
+    assert (tmp_path / "dirty.jsonl").read_bytes() == (SAMPLE_DATA_DIR / "dirty.jsonl").read_bytes()

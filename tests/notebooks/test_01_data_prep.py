@@ -36,6 +36,14 @@ def test_notebook_01_on_embedded_sample(tmp_path):
     for name in ("summary.json", "rejected.jsonl", "dropped.jsonl", "conflicts.jsonl", "class_balance.png",
                  "length_distribution.png"):
         assert (paths.splits / name).is_file(), name
+    # the sample's deliberate duplicates are found, and the dirty file shows every kind of rejected line
+    assert results["counts"]["exact_duplicates"] == results["counts"]["near_duplicates"] == 4
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    shown = "".join("".join(o.get("text", "")) for c in nb["cells"] if c.get("id") == "01-dirty" for o in c["outputs"])
+    for reason in ("bad_json", "not_object", "missing_text", "non_string_text", "unknown_label", "missing_label",
+                   "too_short", "too_long", "exact_duplicate", "near_duplicate"):
+        assert reason in shown, reason
+    assert "标签 1:" in shown and "标签 0:" in shown  # the conflict, both rows
 
 
 def test_notebook_01_lenient_on_bad_file(tmp_path):

@@ -20,6 +20,12 @@ pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 def test_notebook_02_writes_keyword_tables_and_word_clouds(prepared_run_dir, cjk_font, tmp_path):
     run = copy_run(prepared_run_dir, tmp_path / "run")
     executed = run_notebook("02_keyword_wordcloud", run, {"TOP_K": 8, "MIN_COUNT": 3})
+    import json as _json
+
+    _nb = _json.loads(executed.read_text(encoding="utf-8"))
+    _ranks = "".join(str(o.get("data", {}).get("text/plain", "")) for c in _nb["cells"] if c.get("id") == "nb02-19b"
+                     for o in c.get("outputs", []))
+    assert "本次运行的排名" in _ranks and "借钱" in _ranks  # the prose's word ranks are computed in the run
 
     out = RunPaths(run).keywords
     for name in FILES.values():

@@ -26,6 +26,10 @@ def test_notebook_04_evaluates_on_test_and_stores_the_threshold(trained_run_dir,
         assert (paths.reports / f"{name}.png").stat().st_size > 1000, name
     assert read_model_meta(paths.model)["threshold"] == pytest.approx(metrics["threshold"])
     assert len(metrics["errors"]["false_positives"]) <= 5
+    # the embedded sample is noisy enough to teach with: real mistakes, shown and checked against the answer key
+    assert results["f1"] < 1.0 and results["false_positives"] + results["false_negatives"] > 0
+    assert results["errors_listed"] == len(metrics["errors"]["false_positives"]) + len(metrics["errors"]["false_negatives"])
+    assert 0 <= results["errors_misfiled"] <= results["errors_listed"]
     if metrics["probes"]:
         assert results["probe_accuracy"] == pytest.approx(metrics["probes"]["accuracy"])
         assert all({"text", "score", "correct"} <= set(item) for item in metrics["probes"]["items"])
