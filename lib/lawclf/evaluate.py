@@ -49,6 +49,7 @@ from lawclf.probes import load_probes, probe_report
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+SCORES_FILE = "scores.json"
 
 
 # --------------------------------------------------------------------------- metrics
@@ -246,9 +247,18 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     }
     results = _jsonable(results)
     (paths.reports / METRICS_FILE).write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    # The raw scores, so a reader can redo the threshold sweep and the calibration by hand (notebook 04).
+    (paths.reports / SCORES_FILE).write_text(json.dumps({
+        "validation": {"labels": val_y, "scores": [round(float(x), 6) for x in val_s]},
+        "test": {"labels": test_y.tolist(), "scores": [round(float(x), 6) for x in test_s]}}), encoding="utf-8")
     write_model_meta(paths.model, threshold=threshold, threshold_choice=results["threshold_choice"],
                      test_metrics=_jsonable(headline))
     return results
+
+
+def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, list]]:
+    """``reports/scores.json``: ``{"validation"|"test": {"labels", "scores"}}`` from the last :func:`evaluate`."""
+    return json.loads((RunPaths(run_dir).reports / SCORES_FILE).read_text(encoding="utf-8"))
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -272,5 +282,5 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 __all__ = [
     "binary_metrics", "choose_threshold", "calibration", "per_source_metrics", "worst_errors", "load_probes",
-    "probe_report", "evaluate", "read_metrics", "cli",
+    "probe_report", "evaluate", "read_metrics", "read_scores", "cli",
 ]

@@ -36,6 +36,7 @@ import random
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -233,6 +234,32 @@ def _build_model(accelerator, cfg: TrainConfig, rows: Sequence[dict], paths: Run
     if accelerator.is_main_process:
         shutil.rmtree(shared, ignore_errors=True)
     return tokenizer, model
+
+
+def training_parts(cfg: TrainConfig) -> SimpleNamespace:
+    """The pieces :func:`train` puts together, built the same way but without Accelerate, for a
+    reader to take one optimisation step by hand (notebook 03): a fresh ``model`` and its
+    ``tokenizer``, the length-grouped ``loader`` over the train split, the ``loss_fn``, AdamW
+    ``optimizer`` and warm-up ``scheduler``, and ``max_len``. Nothing is written to the run folder."""
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    from lawclf.data import load_split
+
+    set_seed(cfg.seed)
+    rows = load_split(cfg.run_dir, "train")
+    tokenizer, model = build_or_load(cfg.model_name, [r["text"] for r in rows],
+                                     TinySpec(layers=cfg.tiny_layers, hidden=cfg.tiny_hidden, heads=cfg.tiny_heads,
+                                              vocab_size=cfg.tiny_vocab_size), seed=cfg.seed)
+    lengths = token_lengths(tokenizer, [r["text"] for r in rows])
+    cap = min(512, int(getattr(model.config, "max_position_embeddings", 512)))
+    max_len = min(cfg.max_len, cap) if cfg.max_len > 0 else choose_max_len(lengths, cap=cap)
+    loader, batch_sampler = make_train_loader(rows, tokenizer, cfg, max_len)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=resolve_learning_rate(cfg))
+    total = max(1, math.ceil(len(batch_sampler) / max(1, cfg.grad_accum_steps))) * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    return SimpleNamespace(tokenizer=tokenizer, model=model.train(), loader=loader, loss_fn=make_loss(cfg),
+                                 optimizer=optimizer, scheduler=scheduler, max_len=max_len, total_steps=total)
 
 
 def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,

@@ -26,6 +26,8 @@ def test_notebook_02_writes_keyword_tables_and_word_clouds(prepared_run_dir, cjk
     _ranks = "".join(str(o.get("data", {}).get("text/plain", "")) for c in _nb["cells"] if c.get("id") == "nb02-19b"
                      for o in c.get("outputs", []))
     assert "本次运行的排名" in _ranks and "借钱" in _ranks  # the prose's word ranks are computed in the run
+    by_hand = read_results(run, "02_keyword_wordcloud")["log_odds_by_hand"]
+    assert by_hand["delta"] == pytest.approx(by_hand["table_delta"], abs=1e-9)  # the formula worked by hand
 
     out = RunPaths(run).keywords
     for name in FILES.values():

@@ -29,6 +29,8 @@ def test_notebook_03_trains_the_tiny_model(prepared_run_dir, tmp_path):
     assert len(history) == results["epochs_run"] >= 1
     assert {"train_loss", "val_loss", "val_f1", "samples_per_s", "lr"} <= set(history[0])
     assert results["val_f1"] >= 0.8 and results["val_pr_auc"] >= 0.9
+    losses = results["hand_step_losses"]  # five optimisation steps by hand on one batch
+    assert len(losses) == 6 and losses[-1] < losses[0]
     # MAX_LEN=0: chosen from the data, stated in the metadata, a multiple of 16
     meta = read_model_meta(paths.model)
     assert meta["max_len"] == results["max_len"] and meta["max_len"] % 16 == 0

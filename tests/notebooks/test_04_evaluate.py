@@ -30,6 +30,9 @@ def test_notebook_04_evaluates_on_test_and_stores_the_threshold(trained_run_dir,
     assert results["f1"] < 1.0 and results["false_positives"] + results["false_negatives"] > 0
     assert results["errors_listed"] == len(metrics["errors"]["false_positives"]) + len(metrics["errors"]["false_negatives"])
     assert 0 <= results["errors_misfiled"] <= results["errors_listed"]
+    # the threshold sweep and the ECE done by hand in the notebook agree with the library
+    assert results["threshold_by_hand"] == pytest.approx(metrics["threshold"])
+    assert results["ece_by_hand"] == pytest.approx(results["ece"], abs=1e-5)  # scores.json keeps 6 decimals
     if metrics["probes"]:
         assert results["probe_accuracy"] == pytest.approx(metrics["probes"]["accuracy"])
         assert all({"text", "score", "correct"} <= set(item) for item in metrics["probes"]["items"])
