@@ -6,3 +6,10 @@ plus ``collect`` (optional data collection) and ``cli`` (one subcommand per stag
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# In a notebook kernel without ipywidgets, tqdm.auto (which transformers and huggingface_hub use for their
+# loading bars) warns "IProgress not found" and then draws text bars, which work in Colab, papermill and
+# terminals alike. The warning says nothing a reader can act on, so it is not shown.
+_warnings.filterwarnings("ignore", message="IProgress not found")

@@ -67,10 +67,14 @@ def plot_token_lengths(lengths: Sequence[int], max_len: int, out: Path) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from lawclf.fonts import chinese_labels
+
+    zh = chinese_labels()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.hist(lengths, bins=50, color="#4C72B0")
     ax.axvline(max_len, color="red", linestyle="--", label=f"MAX_LEN = {max_len}")
-    ax.set_xlabel("tokens per text (with [CLS] and [SEP])"), ax.set_ylabel("texts"), ax.legend()
+    ax.set_xlabel("每条文本的 token 数（含 [CLS] 和 [SEP]）" if zh else "tokens per text (with [CLS] and [SEP])")
+    ax.set_ylabel("条数" if zh else "texts"), ax.legend()
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -74,13 +74,9 @@ def worst_errors(rows: Sequence[Mapping], scores: ArrayLike, threshold: float, n
 
 def _setup_fonts() -> bool:
     """Chinese labels when a CJK font exists (lawclf.fonts), else English. Returns True for Chinese."""
-    try:
-        from lawclf.fonts import setup_matplotlib
+    from lawclf.fonts import chinese_labels
 
-        setup_matplotlib()
-        return True
-    except Exception:  # no font, or the fonts module is absent: English labels still work
-        return False
+    return chinese_labels()
 
 
 def plot_confusion(m: Mapping[str, Any], out: Path, chinese: bool) -> Path:
@@ -94,7 +90,7 @@ def plot_confusion(m: Mapping[str, Any], out: Path, chinese: bool) -> Path:
         ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black", fontsize=13)
     ax.set_xticks([0, 1], names), ax.set_yticks([0, 1], names)
     ax.set_xlabel("预测" if chinese else "predicted"), ax.set_ylabel("真实" if chinese else "true")
-    ax.set_title(f"threshold {m['threshold']:.3f}")
+    ax.set_title(f"阈值 {m['threshold']:.3f}" if chinese else f"threshold {m['threshold']:.3f}")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -109,7 +105,8 @@ def plot_pr_curve(labels, scores, threshold: float, out: Path, chinese: bool) ->
     m = binary_metrics(labels, scores, threshold)
     fig, ax = plt.subplots(figsize=(4.8, 4))
     ax.plot(r, p, label=f"PR-AUC {average_precision_score(labels, scores):.3f}")
-    ax.scatter([m["recall"]], [m["precision"]], color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    ax.scatter([m["recall"]], [m["precision"]], color="red", zorder=3,
+               label=f"阈值 {threshold:.3f}" if chinese else f"threshold {threshold:.3f}")
     ax.set_xlabel("召回率 recall" if chinese else "recall"), ax.set_ylabel("精确率 precision" if chinese else "precision")
     ax.set_xlim(0, 1.02), ax.set_ylim(0, 1.02), ax.grid(alpha=0.3), ax.legend(loc="lower left")
     fig.tight_layout()
@@ -122,10 +119,10 @@ def plot_reliability(cal: Mapping[str, Any], out: Path, chinese: bool) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="完美校准" if chinese else "perfect")
     xs = [b["mean_score"] for b in cal["bins"]]
     ys = [b["fraction_legal"] for b in cal["bins"]]
-    ax.plot(xs, ys, "o-", label=f"model (ECE {cal['ece']:.3f})")
+    ax.plot(xs, ys, "o-", label=f"模型（ECE {cal['ece']:.3f}）" if chinese else f"model (ECE {cal['ece']:.3f})")
     for b in cal["bins"]:
         ax.annotate(str(b["n"]), (b["mean_score"], b["fraction_legal"]), fontsize=7, xytext=(3, -9),
                     textcoords="offset points")
@@ -147,8 +144,9 @@ def plot_score_hist(labels, scores, threshold: float, out: Path, chinese: bool) 
     bins = np.linspace(0, 1, 26).tolist()
     for cls in (0, 1):
         ax.hist(s[y == cls], bins=bins, alpha=0.6, label=names[cls])
-    ax.axvline(threshold, color="red", linestyle="--", label=f"threshold {threshold:.3f}")
-    ax.set_xlabel("P(legal)"), ax.set_ylabel("count"), ax.set_yscale("log"), ax.legend()
+    ax.axvline(threshold, color="red", linestyle="--", label=f"阈值 {threshold:.3f}" if chinese else f"threshold {threshold:.3f}")
+    ax.set_xlabel("P(法律)" if chinese else "P(legal)"), ax.set_ylabel("条数" if chinese else "count")
+    ax.set_yscale("log"), ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

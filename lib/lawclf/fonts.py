@@ -142,3 +142,13 @@ def setup_matplotlib(font_path: str = "") -> Path:
 
 __all__ = ["FontNotFoundError", "find_cjk_font", "setup_matplotlib", "has_cjk_glyphs", "PROBE_CHARS",
            "CANDIDATE_PATHS", "HOW_TO_GET_ONE"]
+
+
+def chinese_labels(font_path: str = "") -> bool:
+    """Set matplotlib up for Chinese text when a CJK font is found and say so: plots then label in
+    Chinese, else (no font) in English, so a plot never shows empty boxes instead of characters."""
+    try:
+        setup_matplotlib(font_path)
+        return True
+    except Exception:  # FontNotFoundError, or matplotlib's own font errors
+        return False

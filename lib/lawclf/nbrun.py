@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,29 @@ def parameters_for(path: str | os.PathLike[str], parameters: Mapping[str, Any]) 
     return {k: v for k, v in parameters.items() if k in declared}, sorted(set(parameters) - declared)
 
 
+def _ipc_kernel_manager() -> type:
+    """A kernel manager that talks to the kernel over Unix sockets in a private temporary folder,
+    not loopback TCP: no other local user can connect to it, and ipykernel has no reason to warn
+    "Kernel is running over TCP without encryption" on every notebook."""
+    import tempfile
+
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kwargs: Any):
+            self._socket_dir = tempfile.mkdtemp(prefix="lawclf-kernel-")
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", os.path.join(self._socket_dir, "kernel"))
+            super().__init__(**kwargs)
+
+        def cleanup_resources(self, restart: bool = False) -> None:
+            super().cleanup_resources(restart=restart)
+            if not restart:
+                shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    return IPCKernelManager
+
+
 def run_notebook(name: str, run_dir: str | os.PathLike[str], parameters: Optional[Mapping[str, Any]] = None,
                  output_dir: Optional[str | os.PathLike[str]] = None, timeout: int = 1800,
                  report_ignored: bool = True) -> Path:
@@ -71,7 +95,8 @@ def run_notebook(name: str, run_dir: str | os.PathLike[str], parameters: Optiona
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display here
     try:
         pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(REPO_ROOT),
-                            kernel_name="python3", progress_bar=False, execution_timeout=timeout)
+                            kernel_name="python3", progress_bar=False, execution_timeout=timeout,
+                            kernel_manager_class=_ipc_kernel_manager())
     finally:
         if env_before is None:
             os.environ.pop("MPLBACKEND", None)

@@ -479,15 +479,22 @@ def plot_history(history: list[dict], out: Path) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from lawclf.fonts import chinese_labels
+
+    zh = chinese_labels()
+    t = ({"train": "训练集损失", "val": "验证集损失", "epoch": "第几轮", "loss": "损失",
+          "val_f1": "验证集 F1", "val_pr_auc": "验证集 PR-AUC", "val_accuracy": "验证集准确率"} if zh else
+         {"train": "train loss", "val": "validation loss", "epoch": "epoch", "loss": "loss",
+          "val_f1": "validation f1", "val_pr_auc": "validation pr_auc", "val_accuracy": "validation accuracy"})
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    ax1.plot(epochs, [h["val_loss"] for h in history], "s-", label="validation loss")
-    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(), ax1.grid(alpha=0.3)
+    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label=t["train"])
+    ax1.plot(epochs, [h["val_loss"] for h in history], "s-", label=t["val"])
+    ax1.set_xlabel(t["epoch"]), ax1.set_ylabel(t["loss"]), ax1.legend(), ax1.grid(alpha=0.3)
     for key in ("val_f1", "val_pr_auc", "val_accuracy"):
         if key in history[0]:
-            ax2.plot(epochs, [h[key] for h in history], "o-", label=key.replace("val_", "validation "))
-    ax2.set_xlabel("epoch"), ax2.set_ylim(0, 1.02), ax2.legend(), ax2.grid(alpha=0.3)
+            ax2.plot(epochs, [h[key] for h in history], "o-", label=t[key])
+    ax2.set_xlabel(t["epoch"]), ax2.set_ylim(0, 1.02), ax2.legend(), ax2.grid(alpha=0.3)
     for ax in (ax1, ax2):
         ax.set_xticks(epochs)
     fig.tight_layout()
