@@ -66,7 +66,7 @@ def launch_two_processes(run_dir: Path, tmp_path: Path, extra: tuple[str, ...] =
 @pytest.fixture(scope="module")
 def runs(prepared_run_dir, tmp_path_factory):
     """``(single_run_dir, two_process_run_dir, launcher_output)``, trained once for the module."""
-    from lawclf.config import TrainConfig
+    from lawclf.config import RunPaths, TrainConfig
     from lawclf.data import load_split
     from lawclf.modeling import TinySpec, build_tiny
     from lawclf.train import train
@@ -77,9 +77,16 @@ def runs(prepared_run_dir, tmp_path_factory):
                                   TinySpec(vocab_size=2000), seed=SETTINGS["seed"])
     tokenizer.save_pretrained(str(init))
     model.save_pretrained(str(init))
-    single = Path(shutil.copytree(prepared_run_dir, base / "single"))
+    data = Path(shutil.copytree(prepared_run_dir, base / "data"))
+    # An odd number of validation texts: two processes then get unequal shards, and the sampler pads one
+    # of them with a repeated text, which the gathered metrics must count once (the point of this module).
+    val = RunPaths(data).split_file("validation")
+    lines = val.read_text(encoding="utf-8").splitlines(keepends=True)
+    if len(lines) % 2 == 0:
+        val.write_text("".join(lines[:-1]), encoding="utf-8")
+    single = Path(shutil.copytree(data, base / "single"))
     train(TrainConfig(run_dir=str(single), model_name=str(init), batch_size=GLOBAL_BATCH, **SETTINGS))
-    double = Path(shutil.copytree(prepared_run_dir, base / "double"))
+    double = Path(shutil.copytree(data, base / "double"))
     proc = launch_two_processes(double, base, ("--model-name", str(init)))
     assert proc.returncode == 0, f"accelerate launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return single, double, proc.stdout + proc.stderr
@@ -115,7 +122,7 @@ def test_validation_counts_each_text_once(runs):
 
     _, double, _ = runs
     n_val = len(load_split(double, "validation"))
-    assert n_val % GLOBAL_BATCH and n_val % 2, "an odd split size makes the sampler pad; pick another seed"
+    assert n_val % GLOBAL_BATCH and n_val % 2, "the fixture keeps an odd number of validation texts"
     assert _meta(double)["best_validation"]["n"] == n_val
 
 

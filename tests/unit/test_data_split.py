@@ -191,7 +191,8 @@ def test_prepare_is_byte_reproducible(tmp_path):
 def test_max_per_class_in_prepare(tmp_path):
     summary = prepare(DataConfig(run_dir=str(tmp_path / "r"), max_per_class=100), plots=False)
     assert summary["per_label"]["kept"] == {"non_legal": 100, "legal": 100}
-    assert summary["counts"]["capped"] == summary["counts"]["loaded"] - 200
+    c = summary["counts"]
+    assert c["capped"] == c["loaded"] - c["exact_duplicates"] - c["near_duplicates"] - 200  # capped after de-duplication
 
 
 def test_load_split_errors(tmp_path):
