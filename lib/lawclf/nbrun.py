@@ -69,10 +69,17 @@ def _ipc_kernel_manager() -> type:
             kwargs.setdefault("ip", os.path.join(self._socket_dir, "kernel"))
             super().__init__(**kwargs)
 
-        def cleanup_resources(self, restart: bool = False) -> None:
-            super().cleanup_resources(restart=restart)
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
             if not restart:
                 shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts every kernel before shutting it down; a kernel that has finished
+            # the notebook has nothing to interrupt, and the SIGINT only makes it log
+            # "KeyboardInterrupt caught in kernel" on the way out.
+            if not getattr(self, "shutting_down", False):
+                await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 
