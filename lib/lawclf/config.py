@@ -339,13 +339,9 @@ class ServeConfig(_Checked):
     def from_env(cls, environ: Optional[typing.Mapping[str, str]] = None) -> "ServeConfig":
         """Build from ``LAWCLF_<FIELD>`` variables (``SENTRY_DSN`` also accepted bare)."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"LAWCLF_{f.name.upper()}")
-            if raw is None and f.name.startswith("sentry_"):
-                raw = env.get(f.name.upper())
-            if raw is not None:
-                values[f.name] = _parse_value(_field_type(cls, f), raw, f"LAWCLF_{f.name.upper()}")
+        bare_sentry = {k: v for k, v in env.items() if k.startswith("SENTRY_")}
+        values = {k: v for k, v in env_values(cls, "", bare_sentry).items() if k.startswith("sentry_")}
+        values.update(env_values(cls, "LAWCLF_", env))  # LAWCLF_SENTRY_DSN wins over SENTRY_DSN
         return cls(**values)
 
 

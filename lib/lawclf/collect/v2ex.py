@@ -269,9 +269,7 @@ def crawl(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: 
             on_page(task, page)
 
     def fail(task: str, page: int, exc: Exception):
-        with engine.begin() as conn:
-            store.record_failure(conn, task, page, str(exc))
-        summary["failures"].append({"task": task, "page": page, "error": str(exc)})
+        _record_failure(engine, summary, task, page, exc)
         bar.write(f"[collect] {task} page {page} failed: {exc}")
 
     for name in feeds:
@@ -302,6 +300,13 @@ def crawl(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: 
     bar.close()
     summary.update(requests=client.stats.requests, retries=client.stats.retries, slept_s=round(client.stats.slept_s, 1))
     return summary
+
+
+def _record_failure(engine: Engine, summary: dict[str, Any], task: str, page: int, exc: Exception) -> None:
+    """A request that failed after every retry: into ``crawl_failures`` (retried next run) and the summary."""
+    with engine.begin() as conn:
+        store.record_failure(conn, task, page, str(exc))
+    summary["failures"].append({"task": task, "page": page, "error": str(exc)})
 
 
 def _task(client: V2EXClient, node: str) -> str:
@@ -344,9 +349,7 @@ def refresh(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds
         return sum(r["external_id"] in new_this_pass for r in rows)
 
     def fail(task: str, page: int, exc: Exception) -> None:
-        with engine.begin() as conn:
-            store.record_failure(conn, task, page, str(exc))
-        summary["failures"].append({"task": task, "page": page, "error": str(exc)})
+        _record_failure(engine, summary, task, page, exc)
 
     for name in feeds:
         task = f"{task_prefix}:feed:{name}"
