@@ -86,10 +86,12 @@ def _insert_for(conn: Connection):
     return insert
 
 
-def upsert_posts(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+def upsert_posts(conn: Connection, rows: Iterable[Mapping[str, Any]],
+                 new_keys: Optional[set[tuple[str, str]]] = None) -> dict[str, int]:
     """Insert or update posts by ``(source, external_id)``; returns ``{"new", "updated"}`` counts.
 
-    Within one call the last row for a key wins (a page can repeat a topic).
+    Within one call the last row for a key wins (a page can repeat a topic). ``new_keys``, when
+    given, receives the ``(source, external_id)`` of every post this call inserted.
     """
     now = utcnow()
     by_key: dict[tuple[str, str], dict[str, Any]] = {}
@@ -103,6 +105,8 @@ def upsert_posts(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> dict[st
     if not by_key:
         return {"new": 0, "updated": 0}
     existing = _existing_keys(conn, by_key)
+    if new_keys is not None:
+        new_keys.update(k for k in by_key if k not in existing)
     insert = _insert_for(conn)
     stmt = insert(posts).values(list(by_key.values()))
     stmt = stmt.on_conflict_do_update(

@@ -331,22 +331,20 @@ def refresh(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds
     summary: dict[str, Any] = {"pages": 0, "topics": 0, "new": 0, "failures": []}
     #: Topics first stored by this call: a node page that repeats what the feed just brought in
     #: still counts as new (the feed and page 1 overlap), or the walk would stop before page 2.
-    new_this_pass: set[str] = set()
+    new_this_pass: set[tuple[str, str]] = set()
 
     def save(task: str, topics: list[dict], node: Optional[str], next_page: Optional[int], page: int) -> int:
         rows = [topic_to_row(t, node) for t in topics]
         with engine.begin() as conn:
-            known = store._existing_keys(conn, {(r["source"], r["external_id"]): r for r in rows})
-            counts = store.upsert_posts(conn, rows)
+            counts = store.upsert_posts(conn, rows, new_keys=new_this_pass)
             if next_page is not None:
                 store.set_state(conn, task, next_page, next_page == 1, 0)
-        new_this_pass.update(r["external_id"] for r in rows if (r["source"], r["external_id"]) not in known)
         summary["pages"] += 1
         summary["topics"] += len(topics)
         summary["new"] += counts["new"]
         if on_page:
             on_page(task, page)
-        return sum(r["external_id"] in new_this_pass for r in rows)
+        return sum((r["source"], r["external_id"]) in new_this_pass for r in rows)
 
     def fail(task: str, page: int, exc: Exception) -> None:
         _record_failure(engine, summary, task, page, exc)
