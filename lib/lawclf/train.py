@@ -213,9 +213,7 @@ def _build_model(accelerator, cfg: TrainConfig, rows: Sequence[dict], paths: Run
     (and embedding size, which DDP rejects). The main process builds it and the others load it.
     """
     def build():
-        return build_or_load(cfg.model_name, [r["text"] for r in rows],
-                             TinySpec(layers=cfg.tiny_layers, hidden=cfg.tiny_hidden, heads=cfg.tiny_heads,
-                                      vocab_size=cfg.tiny_vocab_size), seed=cfg.seed)
+        return build_or_load(cfg.model_name, [r["text"] for r in rows], _tiny_spec(cfg), seed=cfg.seed)
 
     if accelerator.num_processes == 1 or model_kind(cfg.model_name) != TINY:
         return build()
@@ -236,30 +234,49 @@ def _build_model(accelerator, cfg: TrainConfig, rows: Sequence[dict], paths: Run
     return tokenizer, model
 
 
-def training_parts(cfg: TrainConfig) -> SimpleNamespace:
-    """The pieces :func:`train` puts together, built the same way but without Accelerate, for a
-    reader to take one optimisation step by hand (notebook 03): a fresh ``model`` and its
-    ``tokenizer``, the length-grouped ``loader`` over the train split, the ``loss_fn``, AdamW
-    ``optimizer`` and warm-up ``scheduler``, and ``max_len``. Nothing is written to the run folder."""
-    from accelerate.utils import set_seed
+def _tiny_spec(cfg: TrainConfig) -> TinySpec:
+    return TinySpec(layers=cfg.tiny_layers, hidden=cfg.tiny_hidden, heads=cfg.tiny_heads,
+                    vocab_size=cfg.tiny_vocab_size)
+
+
+def _max_len(cfg: TrainConfig, model, lengths: Sequence[int]) -> tuple[int, str]:
+    """``(max_len, the sentence saying how it was chosen)``: given, or from the train lengths."""
+    cap = min(512, int(getattr(model.config, "max_position_embeddings", 512)))
+    if cfg.max_len > 0:
+        return min(cfg.max_len, cap), f"MAX_LEN={cfg.max_len} (given)"
+    max_len = choose_max_len(lengths, cap=cap)
+    kept = float(np.mean(np.asarray(lengths) <= max_len))
+    return max_len, (f"MAX_LEN={max_len} (auto: 98th percentile of {len(lengths)} train lengths "
+                     f"rounded up to 16; {kept:.1%} of texts fit untruncated; median {int(np.median(lengths))})")
+
+
+def _optimiser(cfg: TrainConfig, model, batches_per_epoch: int):
+    """``(AdamW, linear warm-up schedule, total optimiser steps)`` for ``model``."""
     from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=resolve_learning_rate(cfg))
+    # Counted on the whole (unsharded) epoch: Accelerate steps the scheduler once per process.
+    total = max(1, math.ceil(batches_per_epoch / max(1, cfg.grad_accum_steps))) * cfg.epochs
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total), total
+
+
+def training_parts(cfg: TrainConfig) -> SimpleNamespace:
+    """The pieces :func:`train` puts together, built by the same helpers but without Accelerate, for
+    a reader to take optimisation steps by hand (notebook 03): a fresh ``model`` and its
+    ``tokenizer``, the length-grouped ``loader`` over the train split, the ``loss_fn``, AdamW
+    ``optimizer`` and warm-up ``scheduler``, ``max_len`` and ``total_steps``. Nothing is written."""
+    from accelerate.utils import set_seed
 
     from lawclf.data import load_split
 
     set_seed(cfg.seed)
     rows = load_split(cfg.run_dir, "train")
-    tokenizer, model = build_or_load(cfg.model_name, [r["text"] for r in rows],
-                                     TinySpec(layers=cfg.tiny_layers, hidden=cfg.tiny_hidden, heads=cfg.tiny_heads,
-                                              vocab_size=cfg.tiny_vocab_size), seed=cfg.seed)
-    lengths = token_lengths(tokenizer, [r["text"] for r in rows])
-    cap = min(512, int(getattr(model.config, "max_position_embeddings", 512)))
-    max_len = min(cfg.max_len, cap) if cfg.max_len > 0 else choose_max_len(lengths, cap=cap)
+    tokenizer, model = build_or_load(cfg.model_name, [r["text"] for r in rows], _tiny_spec(cfg), seed=cfg.seed)
+    max_len, _ = _max_len(cfg, model, token_lengths(tokenizer, [r["text"] for r in rows]))
     loader, batch_sampler = make_train_loader(rows, tokenizer, cfg, max_len)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=resolve_learning_rate(cfg))
-    total = max(1, math.ceil(len(batch_sampler) / max(1, cfg.grad_accum_steps))) * cfg.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    optimizer, scheduler, total = _optimiser(cfg, model, len(batch_sampler))
     return SimpleNamespace(tokenizer=tokenizer, model=model.train(), loader=loader, loss_fn=make_loss(cfg),
-                                 optimizer=optimizer, scheduler=scheduler, max_len=max_len, total_steps=total)
+                           optimizer=optimizer, scheduler=scheduler, max_len=max_len, total_steps=total)
 
 
 def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
@@ -281,7 +298,6 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_linear_schedule_with_warmup
 
     from lawclf.data import load_split
 
@@ -306,14 +322,7 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
         _write_suspected_noise(paths, recipe)
     tokenizer, model = _build_model(accelerator, cfg, rows, paths)
     lengths = token_lengths(tokenizer, [r["text"] for r in rows])
-    cap = min(512, int(getattr(model.config, "max_position_embeddings", 512)))
-    if cfg.max_len > 0:
-        max_len, max_len_choice = min(cfg.max_len, cap), f"MAX_LEN={cfg.max_len} (given)"
-    else:
-        max_len = choose_max_len(lengths, cap=cap)
-        kept = float(np.mean(np.asarray(lengths) <= max_len))
-        max_len_choice = (f"MAX_LEN={max_len} (auto: 98th percentile of {len(lengths)} train lengths "
-                          f"rounded up to 16; {kept:.1%} of texts fit untruncated; median {int(np.median(lengths))})")
+    max_len, max_len_choice = _max_len(cfg, model, lengths)
     _say(accelerator, max_len_choice)
 
     fp16 = accelerator.mixed_precision == "fp16"
@@ -327,11 +336,7 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
                                      max_len, batch_size=cfg.batch_size * 2, multiple_of=multiple_of)
 
     lr = resolve_learning_rate(cfg)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr)
-    # Counted on the whole (unsharded) epoch: Accelerate steps the scheduler once per process.
-    steps_per_epoch = max(1, math.ceil(len(batch_sampler) / max(1, cfg.grad_accum_steps)))
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    optimizer, scheduler, _ = _optimiser(cfg, model, len(batch_sampler))
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
     loss_fn = make_loss(cfg)
