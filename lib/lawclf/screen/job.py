@@ -85,6 +85,13 @@ def post_text(title: str, body: str) -> str:
     return clean_text(title or "", body or "")
 
 
+def post_view(cfg: ScreenConfig, row: Any, created: Optional[dt.datetime]) -> dict[str, Any]:
+    """A scored post as the digest and the review page show it (``row``: posts columns plus ``score``)."""
+    return {"id": row["id"], "source": row["source"], "node": row["node"] or "", "title": row["title"],
+            "text": post_text(row["title"], row["body"]), "url": post_link(cfg, row["source"], row["external_id"]),
+            "created": created.isoformat() if created else "", "score": round(float(row["score"]), 4)}
+
+
 def post_link(cfg: ScreenConfig, source: str, external_id: str) -> str:
     if source == "v2ex":
         return cfg.post_url.replace("{id}", quote(str(external_id), safe=""))
@@ -156,13 +163,9 @@ def _digest_rows(conn: sa.engine.Connection, cfg: ScreenConfig, pass_id: int) ->
     q = (sa.select(posts.c.id, posts.c.source, posts.c.external_id, posts.c.title, posts.c.body, posts.c.node,
                    posts.c.created, posts.c.fetched_at, screen_digest.c.score, screen_digest.c.model_version)
          .join(screen_digest, screen_digest.c.post_id == posts.c.id).where(screen_digest.c.pass_id == pass_id))
-    out = []
-    for r in conn.execute(q).mappings():
-        created = as_utc(r["created"]) or as_utc(r["fetched_at"])
-        out.append({"id": r["id"], "source": r["source"], "external_id": r["external_id"], "title": r["title"],
-                    "text": post_text(r["title"], r["body"]), "node": r["node"] or "",
-                    "created": created.isoformat() if created else "", "score": round(float(r["score"]), 4),
-                    "model_version": r["model_version"], "url": post_link(cfg, r["source"], r["external_id"])})
+    out = [{**post_view(cfg, r, as_utc(r["created"]) or as_utc(r["fetched_at"])),
+            "external_id": r["external_id"], "model_version": r["model_version"]}
+           for r in conn.execute(q).mappings()]
     out.sort(key=lambda p: (p["created"], p["id"]), reverse=True)  # newest first
     return out
 

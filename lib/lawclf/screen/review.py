@@ -28,7 +28,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 
 from lawclf.config import ConfigError, ScreenConfig
-from lawclf.screen.job import open_db, post_link, post_text
+from lawclf.screen.job import open_db, post_text, post_view
 from lawclf.screen.store import as_utc, posts, screen_passes, screen_reviews, screen_scores, utcnow
 
 QUEUES = ("flagged", "uncertain", "reviewed")
@@ -94,13 +94,8 @@ def list_posts(conn: sa.engine.Connection, cfg: ScreenConfig, queue: str, source
         q = q.where(posts.c.id.in_(reviewed)).order_by(posts.c.id.desc())
     rows = conn.execute(q.limit(limit)).mappings().all()
     reviews = _latest_reviews([r["id"] for r in rows], conn)
-    out = []
-    for r in rows:
-        created = as_utc(r["created"])
-        out.append({"id": r["id"], "source": r["source"], "node": r["node"] or "", "title": r["title"],
-                    "text": post_text(r["title"], r["body"]), "url": post_link(cfg, r["source"], r["external_id"]),
-                    "created": created.isoformat() if created else "", "score": round(float(r["score"]), 4),
-                    "threshold": float(r["threshold"]), "is_legal": bool(r["is_legal"]), "review": reviews.get(r["id"])})
+    out = [{**post_view(cfg, r, as_utc(r["created"])), "threshold": float(r["threshold"]),
+            "is_legal": bool(r["is_legal"]), "review": reviews.get(r["id"])} for r in rows]
     sources = conn.execute(sa.select(posts.c.source).distinct().order_by(posts.c.source)).scalars().all()
     return {"model_version": version, "queue": queue, "posts": out, "sources": list(sources)}
 
