@@ -50,6 +50,20 @@ class FakeClock:
         self.now += max(0.0, seconds)
 
 
+def start_local_server(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """``handler`` served on a free 127.0.0.1 port by a daemon thread (the fakes of this package)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def stop_local_server(server: Optional[ThreadingHTTPServer]) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class FakeV2EX:
     """Threaded fake server; use as a context manager. ``requests`` logs (path, query) pairs."""
@@ -112,17 +126,13 @@ class FakeV2EX:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = start_local_server(Handler)
         return self
 
     def stop(self) -> None:
         self.release.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_local_server(self._server)
+        self._server = None
 
     def kill_crawler_when_hanging(self, db_url: str, nodes: str, timeout: float = 60.0) -> None:
         """Run ``lawclf collect v2ex`` against this server in a new process and SIGKILL it as soon

@@ -18,6 +18,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
+from lawclf.testing.fake_v2ex import start_local_server, stop_local_server
+
 
 class FakeWebhook:
     def __init__(self) -> None:
@@ -73,16 +75,12 @@ class FakeWebhook:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server = start_local_server(Handler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_local_server(self._server)
+        self._server = None
 
     def __enter__(self) -> "FakeWebhook":
         return self.start()
