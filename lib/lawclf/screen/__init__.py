@@ -51,11 +51,11 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
     print(f"[screen] database: {redact_url(cfg.db_url)}", file=sys.stderr)
     if args.command == "review":
-        from lawclf.screen.review import check_exposure, create_review_app
+        from lawclf.screen.review import create_review_app
 
-        check_exposure(cfg)
+        app = create_review_app(cfg)  # refuses (ConfigError) to serve off loopback without a token
         print(f"[screen] review page on http://{cfg.review_host}:{cfg.review_port}/", file=sys.stderr)
-        create_review_app(cfg).run(host=cfg.review_host, port=cfg.review_port)
+        app.run(host=cfg.review_host, port=cfg.review_port)
         return 0
     try:
         if args.command == "run":
