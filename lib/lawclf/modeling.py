@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from lawclf.config import LABELS
 
@@ -129,7 +129,7 @@ def load_pretrained(model_name: str, attn_implementation: Optional[str] = None):
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_name)
         model = AutoModelForSequenceClassification.from_pretrained(model_name, **_label_kwargs(), **kwargs)
