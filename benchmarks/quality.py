@@ -71,6 +71,8 @@ from lawclf.probes import load_probes, probe_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = os.environ.get("LAWCLF_SHARED_DATA", str(REPO_ROOT.parent / "shared" / "data"))
+#: The more varied research pool that benchmarks/build_pool.py writes (outside the repository).
+DEFAULT_POOL_DIR = os.environ.get("LAWCLF_POOL_DIR", "")
 ENGINES = ("torch", "onnx-fp32", "onnx-int8")
 LOO_MAX_FPR = 0.05  # goal on every left-out non-legal group (int8 model)
 LOO_MIN_RECALL = 0.90  # goal on every left-out legal group
@@ -117,7 +119,8 @@ def stage_configs(args: argparse.Namespace, model: str, recipe: str, run_dir: Pa
                   holdout: str = "") -> tuple[DataConfig, TrainConfig, EvalConfig, ExportConfig]:
     """The four stage configurations of one benchmark row (what the CLI flags would build)."""
     tiny = model == "tiny"
-    data_cfg = DataConfig(run_dir=str(run_dir), data_dir=args.data_dir, lenient=True, seed=args.seed,
+    data_cfg = DataConfig(run_dir=str(run_dir), data_dir=args.data_dir, extra_data_dirs=args.pool_dir,
+                          lenient=True, seed=args.seed,
                           max_per_class=args.max_per_class, holdout_sources=holdout,
                           holdout_max_rows=args.holdout_max_rows if holdout else 0)
     train_cfg = TrainConfig(
@@ -278,23 +281,24 @@ def holdout_score(per_source: dict, holdout: str) -> dict:
     return out
 
 
-def corpus_groups(data_dir: str) -> list[str]:
-    """Every source group of the corpus, in file order (what ``--holdout all`` leaves out, one by one)."""
+def corpus_groups(*data_dirs: str) -> list[str]:
+    """Every source group of the corpus folders, in file order (what ``--holdout all`` leaves out, one by one)."""
     from lawclf.metrics import source_group
 
     seen: dict[str, None] = {}
-    for name in ("legal.jsonl", "nonlegal.jsonl"):
-        with open(Path(data_dir) / name, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    seen.setdefault(source_group(json.loads(line).get("source", "")), None)
+    for data_dir in [d for d in data_dirs if d]:
+        for name in ("legal.jsonl", "nonlegal.jsonl"):
+            with open(Path(data_dir) / name, encoding="utf-8") as fh:
+                for line in fh:
+                    if line.strip():
+                        seen.setdefault(source_group(json.loads(line).get("source", "")), None)
     return list(seen)
 
 
-def parse_holdouts(spec: str, data_dir: str) -> list[str]:
-    """``--holdout``: '' → none, ``all`` → every group, else a comma list."""
+def parse_holdouts(spec: str, *data_dirs: str) -> list[str]:
+    """``--holdout``: '' → none, ``all`` → every group of ``data_dirs``, else a comma list."""
     if spec.strip() == "all":
-        return corpus_groups(data_dir)
+        return corpus_groups(*data_dirs)
     return [x.strip() for x in spec.split(",") if x.strip()]
 
 
@@ -410,12 +414,35 @@ def _goals(results: list[dict], holdout: list[dict], max_fpr: float) -> dict:
     return goals
 
 
+# --------------------------------------------------------------------------- the research pool
+
+
+def load_pool(pool_dir: str) -> Optional[dict]:
+    """The pool's manifest (printed: repository, files, commit, licence, rows per source), or None
+    without ``--pool-dir``. A pool folder without a manifest is refused: its origin must be known."""
+    if not pool_dir:
+        return None
+    path = Path(pool_dir) / "manifest.json"
+    if not path.is_file():
+        raise SystemExit(f"--pool-dir {pool_dir}: no manifest.json (build the pool with benchmarks/build_pool.py)")
+    spec = importlib.util.spec_from_file_location("build_pool", Path(__file__).with_name("build_pool.py"))
+    assert spec is not None and spec.loader is not None
+    build_pool = sys.modules.setdefault("build_pool", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(build_pool)  # registered first: its dataclasses look their module up
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    build_pool.print_manifest(manifest)
+    return manifest
+
+
 # --------------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="folder with legal.jsonl + nonlegal.jsonl")
+    p.add_argument("--pool-dir", default=DEFAULT_POOL_DIR,
+                   help="a research pool from benchmarks/build_pool.py, read beside --data-dir (the product's "
+                        "extra_data_dirs; default $LAWCLF_POOL_DIR; '' = none)")
     p.add_argument("--out", default="runs/quality", help="output folder (quality.json, one run folder per row)")
     p.add_argument("--configs", default="tiny:plain,tiny:robust",
                    help=f"comma list of MODEL:RECIPE (MODEL: tiny, m3e or a model dir; RECIPE: {', '.join(RECIPES)}); "
@@ -457,7 +484,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"skipped: corpus not found at {data_dir} (pass --data-dir or set LAWCLF_SHARED_DATA)")
         return 0
     configs = parse_configs(args.configs)
-    holdouts = parse_holdouts(args.holdout, args.data_dir)
+    pool = load_pool(args.pool_dir)
+    holdouts = parse_holdouts(args.holdout, args.data_dir, args.pool_dir)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -508,7 +536,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
         "torch_threads": torch.get_num_threads(), "seconds": time.time() - started,
-        "settings": vars(args), "results": results, "holdout": holdout_results, "leave_one_out": loo,
+        "settings": vars(args), "pool": pool, "results": results, "holdout": holdout_results, "leave_one_out": loo,
         "goals": _goals(results, holdout_results, args.max_fpr),
     }
     (out / "quality.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=float),

@@ -137,6 +137,9 @@ class DataConfig(_Checked):
     run_dir: str = DEFAULT_RUN_DIR
     #: Folder holding ``legal.jsonl`` and ``nonlegal.jsonl``; empty = the embedded sample.
     data_dir: str = ""
+    #: Comma-separated further folders in the same two-file layout, read after data_dir (or the
+    #: explicit pair): more genres for training, e.g. a research pool or exported reviews.
+    extra_data_dirs: str = ""
     #: Explicit two-file layout (overrides data_dir).
     legal_path: str = ""
     nonlegal_path: str = ""

@@ -108,21 +108,27 @@ class _Rejects:
 
 
 def resolve_inputs(cfg: DataConfig) -> list[InputFile]:
-    """Which files ``cfg`` points at: labelled file, explicit pair, data_dir, or the embedded sample."""
+    """Which files ``cfg`` points at: labelled file, explicit pair, data_dir, or the embedded sample;
+    then the pairs of ``extra_data_dirs``."""
+    extra = [f for d in cfg.extra_data_dirs.split(",") if d.strip() for f in _pair(Path(d.strip()))]
     if cfg.labelled_path:
         if cfg.legal_path or cfg.nonlegal_path:
             raise DataError("give either labelled_path or legal_path/nonlegal_path, not both")
         path = Path(cfg.labelled_path)
         fmt = "csv" if path.suffix.lower() in {".csv", ".tsv"} else "jsonl"
-        return [InputFile(_existing(path), fmt)]
+        return [InputFile(_existing(path), fmt)] + extra
     if cfg.legal_path or cfg.nonlegal_path:
         if not (cfg.legal_path and cfg.nonlegal_path):
             raise DataError("the two-file layout needs both legal_path and nonlegal_path")
         legal, nonlegal = Path(cfg.legal_path), Path(cfg.nonlegal_path)
-    else:
-        folder = Path(cfg.data_dir) if cfg.data_dir else SAMPLE_DATA_DIR
-        legal, nonlegal = folder / LEGAL_FILE, folder / NONLEGAL_FILE
-    return [InputFile(_existing(legal), "jsonl", 1), InputFile(_existing(nonlegal), "jsonl", 0)]
+        return [InputFile(_existing(legal), "jsonl", 1), InputFile(_existing(nonlegal), "jsonl", 0)] + extra
+    return _pair(Path(cfg.data_dir) if cfg.data_dir else SAMPLE_DATA_DIR) + extra
+
+
+def _pair(folder: Path) -> list[InputFile]:
+    """The two-file layout of ``folder``: legal.jsonl (label 1) and nonlegal.jsonl (label 0)."""
+    return [InputFile(_existing(folder / LEGAL_FILE), "jsonl", 1),
+            InputFile(_existing(folder / NONLEGAL_FILE), "jsonl", 0)]
 
 
 def _existing(path: Path) -> Path:

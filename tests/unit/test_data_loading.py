@@ -118,6 +118,26 @@ def test_explicit_paths_override_data_dir(pair, tmp_path):
     assert prepare(cfg, plots=False)["counts"]["kept"] == 2 * N_GOOD
 
 
+def test_extra_data_dirs_add_their_rows_and_bad_lines_name_their_file(pair, tmp_path):
+    extra = tmp_path / "pool"
+    extra.mkdir()
+    write_lines(extra / "legal.jsonl", [json.dumps({"text": "试用期被辞退有没有赔偿", "source": "pool:a"},
+                                                   ensure_ascii=False)])
+    write_lines(extra / "nonlegal.jsonl", [json.dumps({"text": "孩子晚上总是哭闹怎么办", "source": "pool:b"},
+                                                      ensure_ascii=False)])
+    summary = prepare(cfg_for(pair, tmp_path, extra_data_dirs=f" {extra} "), plots=False)
+    assert summary["counts"]["kept"] == 2 * N_GOOD + 2
+    assert [i["path"] for i in summary["inputs"]][2:] == [str(extra / "legal.jsonl"), str(extra / "nonlegal.jsonl")]
+    texts = {r["text"]: r["label"] for s in ("train", "validation", "test") for r in read_jsonl(
+        Path(summary["files"]["splits"][s]))}
+    assert texts["试用期被辞退有没有赔偿"] == 1 and texts["孩子晚上总是哭闹怎么办"] == 0
+    write_lines(extra / "nonlegal.jsonl", ['{"text": "孩子晚上总是哭闹怎么办", '])
+    with pytest.raises(DataError, match=rf"{extra / 'nonlegal.jsonl'}:1: bad JSON"):
+        prepare(cfg_for(pair, tmp_path, extra_data_dirs=str(extra)), plots=False)
+    with pytest.raises(DataError, match=r"nowhere/legal.jsonl: file not found"):
+        resolve_inputs(cfg_for(pair, tmp_path, extra_data_dirs=str(tmp_path / "nowhere")))
+
+
 def test_single_labelled_jsonl_accepts_all_label_spellings(tmp_path):
     spellings = [0, 1, "0", "1", "legal", "non_legal", "法律", "非法律", "Legal ", "nonlegal"]
     lines = [json.dumps({"text": f"第{i}条示例文本内容", "label": lab}, ensure_ascii=False)
