@@ -43,7 +43,7 @@ LABELS: tuple[str, str] = ("non_legal", "legal")
 LABEL_NAMES_ZH: tuple[str, str] = ("非法律", "法律咨询")
 
 #: Training-set recipes (``TrainConfig.recipe``; implemented in lawclf.robustness.apply_recipe).
-RECIPES: tuple[str, ...] = ("plain", "balanced", "hardneg", "robust")
+RECIPES: tuple[str, ...] = ("plain", "balanced", "hardneg", "robust", "diverse")
 #: Threshold strategies (``EvalConfig.threshold_strategy``; implemented in lawclf.metrics.choose_threshold).
 THRESHOLD_STRATEGIES: tuple[str, ...] = ("max_f1", "target_precision", "fpr_cap")
 
@@ -237,7 +237,8 @@ class TrainConfig(_Checked):
     max_train_samples: int = 0
     #: Which train rows the model sees (lawclf.robustness.apply_recipe): plain = all of them;
     #: balanced = non-legal rows spread evenly over source groups; hardneg = balanced plus the
-    #: most legal-looking non-legal rows (out-of-fold TF-IDF); robust = hardneg without suspected label noise.
+    #: most legal-looking non-legal rows (out-of-fold TF-IDF); robust = hardneg without suspected label noise;
+    #: diverse = robust with the hard negatives drawn from every source group (genre).
     recipe: str = "plain"
     #: Non-legal train rows the recipe keeps (0 = all).
     recipe_negatives: int = 0
@@ -245,9 +246,9 @@ class TrainConfig(_Checked):
     recipe_positives: int = 0
     #: Most non-legal rows taken from any one source group (0 = no cap).
     negatives_per_source: int = 0
-    #: Share of the recipe's non-legal rows that are hard negatives (hardneg, robust).
+    #: Share of the recipe's non-legal rows that are hard negatives (hardneg, robust, diverse).
     hard_fraction: float = 0.3
-    #: robust: leave out non-legal rows the out-of-fold model rates legal with P at least this.
+    #: robust, diverse: leave out non-legal rows the out-of-fold model rates legal with P at least this.
     noise_threshold: float = 0.9
     #: Folds of the out-of-fold TF-IDF model that finds hard negatives and suspected noise.
     oof_folds: int = 3

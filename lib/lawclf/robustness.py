@@ -70,23 +70,39 @@ def mine_hard_negatives(rows: Sequence[Mapping], scores: ArrayLike, k: int) -> l
     return negatives[: max(0, k)]
 
 
-def hard_negatives(rows: Sequence[Mapping], scores: ArrayLike, exclude: Iterable[int], k: int) -> list[int]:
-    """:func:`mine_hard_negatives` among the rows not in ``exclude`` (excluded rows rank last)."""
-    masked = np.asarray(scores, dtype=np.float64).copy()
-    masked[list(exclude)] = -np.inf
-    return mine_hard_negatives(rows, masked, k)
+def hard_negatives(rows: Sequence[Mapping], scores: ArrayLike, exclude: Iterable[int], k: int,
+                   spread: bool = False) -> list[int]:
+    """:func:`mine_hard_negatives` among the rows not in ``exclude`` (excluded rows rank last).
+
+    ``spread``: draw them from every source group (genre) — equal quotas, water-filled, the
+    highest-scored rows of each group — instead of the ``k`` highest overall. The overall top
+    tends to come from one or two genres that resemble the legal source; a genre the model
+    has never been pushed on is where an unseen one will fool it."""
+    excluded = set(exclude)
+    if not spread:
+        masked = np.asarray(scores, dtype=np.float64).copy()
+        masked[list(excluded)] = -np.inf
+        return mine_hard_negatives(rows, masked, k)
+    groups = groups_of(rows)
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i in mine_hard_negatives(rows, scores, len(rows)):  # every negative, most legal-looking first
+        if i not in excluded:
+            by_group[groups[i]].append(i)
+    quota = _even_quota({g: len(m) for g, m in by_group.items()}, max(0, k))
+    chosen = [i for g, members in sorted(by_group.items()) for i in members[: quota[g]]]
+    return sorted(chosen, key=lambda i: (-float(scores[i]), i))
 
 
 def select_training_rows(rows: Sequence[Mapping], n_negatives: int, n_positives: int = 0,
                          hard_scores: Optional[ArrayLike] = None, hard_fraction: float = 0.3,
                          balance_sources: bool = True, exclude: Iterable[int] = (),
-                         seed: int = 42) -> list[int]:
+                         seed: int = 42, spread_hard: bool = False) -> list[int]:
     """Choose a training subset (indices into ``rows``) under a compute budget.
 
     * positives: all legal rows, or ``n_positives`` of them spread evenly over sources;
     * negatives: first ``hard_fraction`` of ``n_negatives`` from :func:`mine_hard_negatives`
-      (when ``hard_scores`` is given), the rest spread evenly over sources
-      (``balance_sources``) or drawn at random;
+      (when ``hard_scores`` is given; from every source group with ``spread_hard``), the rest
+      spread evenly over sources (``balance_sources``) or drawn at random;
     * ``exclude``: indices never to use (e.g. suspected label noise).
 
     Deterministic for a given ``seed``; the result is shuffled.
@@ -102,7 +118,8 @@ def select_training_rows(rows: Sequence[Mapping], n_negatives: int, n_positives:
     chosen_pos = pos if not n_positives or n_positives >= len(pos) else _spread(pos, groups, n_positives, rng)
     chosen_neg: list[int] = []
     if hard_scores is not None and hard_fraction > 0:
-        chosen_neg = hard_negatives(rows, hard_scores, excluded, int(round(hard_fraction * n_negatives)))
+        chosen_neg = hard_negatives(rows, hard_scores, excluded, int(round(hard_fraction * n_negatives)),
+                                    spread=spread_hard)
     taken = set(chosen_neg)
     rest = [i for i in neg if i not in taken]
     need = max(0, min(n_negatives, len(neg)) - len(chosen_neg))
@@ -164,12 +181,14 @@ def suspected_label_noise(rows: Sequence[Mapping], oof_scores: ArrayLike,
 
 
 #: Training-set recipes (``TrainConfig.recipe``): recipe -> (spread negatives over source
-#: groups, use hard negatives, leave out suspected label noise).
-RECIPES: dict[str, tuple[bool, bool, bool]] = {
-    "plain": (False, False, False),
-    "balanced": (True, False, False),
-    "hardneg": (True, True, False),
-    "robust": (True, True, True),
+#: groups, use hard negatives, leave out suspected label noise, draw the hard negatives from
+#: every source group).
+RECIPES: dict[str, tuple[bool, bool, bool, bool]] = {
+    "plain": (False, False, False, False),
+    "balanced": (True, False, False, False),
+    "hardneg": (True, True, False, False),
+    "robust": (True, True, True, False),
+    "diverse": (True, True, True, True),
 }
 assert tuple(RECIPES) == config.RECIPES, "lawclf.config.RECIPES names the recipes defined here"
 #: Where the suspected label noise a recipe left out is written (under the run's reports/).
@@ -196,7 +215,9 @@ def apply_recipe(rows: Sequence[Mapping], recipe: str = "plain", *, negatives: i
     * ``hardneg``: balanced, with ``hard_fraction`` of the non-legal rows being the most
       legal-looking ones by an out-of-fold TF-IDF model (``oof_folds`` folds);
     * ``robust``: hardneg without the non-legal rows that model rates legal with
-      P >= ``noise_threshold`` (suspected label noise, returned for a person to review).
+      P >= ``noise_threshold`` (suspected label noise, returned for a person to review);
+    * ``diverse``: robust with the hard negatives drawn from every source group (genre),
+      the most legal-looking of each, instead of the most legal-looking overall.
 
     ``negatives`` / ``positives`` cap the non-legal / legal rows (0 = all);
     ``negatives_per_source`` caps any one non-legal source group (0 = no cap; a seeded
@@ -205,7 +226,7 @@ def apply_recipe(rows: Sequence[Mapping], recipe: str = "plain", *, negatives: i
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    balance, hard, clean = RECIPES[recipe]
+    balance, hard, clean, spread_hard = RECIPES[recipe]
     settings: dict[str, Any] = {"negatives": negatives, "positives": positives,
                                 "negatives_per_source": negatives_per_source, "seed": seed}
     if hard:
@@ -231,10 +252,10 @@ def apply_recipe(rows: Sequence[Mapping], recipe: str = "plain", *, negatives: i
     n_neg = min(negatives, available) if negatives else available
     indices = select_training_rows(rows, n_negatives=n_neg, n_positives=positives,
                                    hard_scores=scores if hard else None, hard_fraction=hard_fraction if hard else 0.0,
-                                   balance_sources=balance, exclude=excluded, seed=seed)
+                                   balance_sources=balance, exclude=excluded, seed=seed, spread_hard=spread_hard)
     hard_idx: list[int] = []
     if hard and scores is not None:  # the same hard negatives select_training_rows took first
-        hard_idx = hard_negatives(rows, scores, excluded, int(round(hard_fraction * n_neg)))
+        hard_idx = hard_negatives(rows, scores, excluded, int(round(hard_fraction * n_neg)), spread=spread_hard)
     noise_rows = [{**dict(rows[i]), "oof_score": float(scores[i])} for i in noise] if scores is not None else []
     return TrainingSet(indices, _recipe_counts(report, rows, indices, hard=hard_idx, noise=noise,
                                                capped=len(capped)), noise_rows)
@@ -266,6 +287,7 @@ def _recipe_counts(report: dict[str, Any], rows: Sequence[Mapping], indices: Seq
         positives=sum(1 for i in indices if int(rows[i]["label"]) == 1),
         negatives=sum(1 for i in indices if int(rows[i]["label"]) == 0),
         hard_negatives=sum(1 for i in hard if i in chosen),
+        hard_negatives_per_group=dict(sorted(Counter(groups[i] for i in hard if i in chosen).items())),
         suspected_noise_dropped=len(noise),
         negatives_over_source_cap=capped,
         negatives_per_group=dict(sorted(per_group.items())),
@@ -273,5 +295,5 @@ def _recipe_counts(report: dict[str, Any], rows: Sequence[Mapping], indices: Seq
     return report
 
 
-__all__ = ["source_balanced_weights", "mine_hard_negatives", "select_training_rows", "suspected_label_noise",
+__all__ = ["source_balanced_weights", "mine_hard_negatives", "hard_negatives", "select_training_rows", "suspected_label_noise",
            "RECIPES", "SUSPECTED_NOISE_FILE", "TrainingSet", "apply_recipe"]

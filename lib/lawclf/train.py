@@ -70,7 +70,7 @@ from lawclf.inference import make_eval_loader, token_lengths
 from lawclf.losses import make_loss
 from lawclf.metrics import binary_metrics
 from lawclf.modeling import TINY, TinySpec, build_or_load, model_kind
-from lawclf.robustness import SUSPECTED_NOISE_FILE, TrainingSet, apply_recipe
+from lawclf.robustness import RECIPES, SUSPECTED_NOISE_FILE, TrainingSet, apply_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _write_suspected_noise(paths: RunPaths, chosen: TrainingSet) -> None:
     person to read (a stale file from an earlier run is removed)."""
     path = paths.reports / SUSPECTED_NOISE_FILE
     path.unlink(missing_ok=True)
-    if chosen.report["recipe"] != "robust":
+    if not RECIPES[chosen.report["recipe"]][2]:  # a recipe that does not clean leaves out nothing
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:

@@ -12,6 +12,7 @@ from lawclf.metrics import (
 from lawclf.robustness import (
     RECIPES,
     apply_recipe,
+    hard_negatives,
     mine_hard_negatives,
     select_training_rows,
     source_balanced_weights,
@@ -145,10 +146,34 @@ def test_robust_leaves_out_suspected_noise_and_returns_it_for_review():
     assert apply_recipe(rows, "robust", negatives=40, noise_threshold=0.5).indices == chosen.indices  # seeded
 
 
+def test_spread_hard_negatives_come_from_every_group_highest_scored_first():
+    rows = _rows([(0, "forum", 10), (0, "reviews", 10), (0, "tiny", 2), (1, "legal", 5)])
+    scores = [0.9 - 0.01 * i for i in range(10)] + [0.3 - 0.01 * i for i in range(10)] + [0.05, 0.01] + [0.99] * 5
+    overall = hard_negatives(rows, scores, exclude=[], k=6)
+    assert overall == list(range(6))  # the global top: all from one genre
+    spread = hard_negatives(rows, scores, exclude=[0], k=6)
+    assert spread != overall
+    spread = hard_negatives(rows, scores, exclude=[0], k=6, spread=True)
+    assert sorted(spread) == [1, 2, 10, 11, 20, 21]  # 2 per group, each group's hardest, excluded row skipped
+    assert spread == sorted(spread, key=lambda i: -scores[i])
+    assert sorted(hard_negatives(rows, scores, exclude=[], k=9, spread=True)) == [0, 1, 2, 3, 10, 11, 12, 20, 21]
+
+
+def test_diverse_is_robust_with_hard_negatives_from_every_group():
+    rows = _corpus()
+    robust = apply_recipe(rows, "robust", negatives=40, noise_threshold=0.5, oof_folds=3)
+    diverse = apply_recipe(rows, "diverse", negatives=40, noise_threshold=0.5, oof_folds=3)
+    assert diverse.report["hard_negatives"] == robust.report["hard_negatives"] == 12
+    assert diverse.report["suspected_noise_dropped"] == robust.report["suspected_noise_dropped"]
+    assert diverse.report["hard_negatives_per_group"] == {"forum:f": 6, "reviews:r": 6}
+    assert robust.report["hard_negatives_per_group"] != diverse.report["hard_negatives_per_group"]
+    assert sum(robust.report["hard_negatives_per_group"].values()) == 12
+
+
 def test_an_unknown_recipe_is_refused():
     with pytest.raises(ValueError, match="recipe must be one of"):
         apply_recipe(_corpus(), "magic")
-    assert set(RECIPES) == {"plain", "balanced", "hardneg", "robust"}
+    assert set(RECIPES) == {"plain", "balanced", "hardneg", "robust", "diverse"}
 
 
 def test_choose_threshold_fpr_cap_needs_sources_and_reports_the_binding_one():
