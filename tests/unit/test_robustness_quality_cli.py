@@ -1,6 +1,7 @@
 """benchmarks/quality.py pieces that need no corpus and no training."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,33 @@ def test_goals_judge_the_best_int8_row_against_the_baselines_best_threshold(qual
     assert goals["beats tfidf f1"] == (0.93, False)
     assert goals["beats tfidf pr_auc"] == (0.981, True)
     assert quality._goals([tfidf], [], 0.03) == {"note": "no model trained"}
+
+
+def test_a_pool_is_read_beside_the_corpus_and_its_manifest_printed(quality, tmp_path, capsys):
+    args = quality.build_parser().parse_args(["--data-dir", "d", "--pool-dir", str(tmp_path / "pool")])
+    data_cfg = quality.stage_configs(args, "tiny", "diverse", tmp_path / "r")[0]
+    assert data_cfg.extra_data_dirs == str(tmp_path / "pool")
+    assert f"--extra-data-dirs {tmp_path / 'pool'}" in quality.cli_command("prepare", data_cfg)
+    assert quality.load_pool("") is None
+    with pytest.raises(SystemExit, match="no manifest.json"):
+        quality.load_pool(str(tmp_path))
+    manifest = {"built": "2026-12-05T00:00:00+00:00", "rules": "research use only",
+                "totals": {"legal": 1, "non-legal": 2, "sources_used": 1, "sources_listed": 2},
+                "sources": [{"repo": "o/r", "files": ["q.json"], "side": "non-legal", "licence": "MIT",
+                             "status": "used", "rows_kept": 2, "commit": "abc",
+                             "checks": {"overlap_with_shared_corpus": 0, "duplicates_dropped": 1}},
+                            {"repo": "o/gone", "files": ["x.json"], "side": "legal", "licence": "none",
+                             "status": "missing: no snapshot", "rows_kept": 0}]}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert quality.load_pool(str(tmp_path)) == manifest
+    out = capsys.readouterr().out
+    assert "1 legal + 2 non-legal rows from 1 of 2 sources" in out and "o/r:q.json@abc" in out and "missing" in out
+
+
+def test_leave_one_out_covers_the_groups_of_every_folder(quality, tmp_path):
+    for folder, src in (("a", "o/shared:data/x.json@1"), ("b", "o/pool:news/y.json@2")):
+        (tmp_path / folder).mkdir()
+        for name in ("legal.jsonl", "nonlegal.jsonl"):
+            (tmp_path / folder / name).write_text(json.dumps({"text": "t", "source": src}) + "\n", encoding="utf-8")
+    groups = quality.parse_holdouts("all", str(tmp_path / "a"), str(tmp_path / "b"), "")
+    assert groups == ["shared:x", "pool:news"]
