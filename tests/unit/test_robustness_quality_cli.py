@@ -95,6 +95,10 @@ def test_goals_judge_the_best_int8_row_against_the_baselines_best_threshold(qual
     assert goals["beats tfidf f1"] == (0.93, False)
     assert goals["beats tfidf pr_auc"] == (0.981, True)
     assert quality._goals([tfidf], [], 0.03) == {"note": "no model trained"}
+    table = quality.leave_one_out_markdown(quality.leave_one_out_rows([tfidf, weak, strong], held)).splitlines()
+    assert len(table) == 2 + 2 + 2  # header, two in-distribution rows, two left-out rows
+    assert "| m3e:robust | smile | non-legal | 10 | FPR | 0.200 | 0.200 |" in table[-2] and table[-2].endswith("| no |")
+    assert "| LawBench | legal | 20 | recall | 0.950 |" in table[-1] and table[-1].endswith("| yes |")  # PR-AUC 0.97 > 0.96
 
 
 def test_a_pool_is_read_beside_the_corpus_and_its_manifest_printed(quality, tmp_path, capsys):
