@@ -31,6 +31,19 @@ def test_lawclf_train_recipe_is_recorded_and_its_dropped_rows_written(prepared_r
     assert len(history) == 1
 
 
+def test_lawclf_train_diverse_takes_hard_negatives_from_every_genre(prepared_run_dir, tmp_path):
+    run = copy_run(prepared_run_dir, tmp_path / "run")
+    assert main(["train", "--run-dir", str(run), "--model-name", "tiny", "--epochs", "1", "--max-len", "48",
+                 "--checkpoint-every", "0", "--recipe", "diverse", "--recipe-negatives", "150",
+                 "--noise-threshold", "0.6", "--oof-folds", "2"]) == 0
+    recipe = read_model_meta(RunPaths(run).model)["recipe"]
+    assert recipe["recipe"] == "diverse" and recipe["hard_negatives"] == 45
+    per_group = recipe["hard_negatives_per_group"]
+    assert set(per_group) == set(recipe["negatives_per_group"])  # every non-legal genre gives hard negatives
+    assert max(per_group.values()) - min(per_group.values()) <= 1  # in equal shares
+    assert (RunPaths(run).reports / "suspected_noise.jsonl").exists()  # diverse cleans, as robust does
+
+
 def test_fpr_cap_threshold_is_stored_exported_and_served(trained_run_dir, tmp_path):
     from lawclf.predict import Predictor
 
