@@ -13,12 +13,17 @@ from lawclf.config import RunPaths, read_model_meta
 pytestmark = pytest.mark.slow
 
 
-def test_lawclf_train_recipe_is_recorded_and_its_dropped_rows_written(prepared_run_dir, tmp_path):
+def train_with_recipe(prepared_run_dir, tmp_path, recipe: str):
+    """``lawclf train --recipe RECIPE`` (tiny, one epoch, 150 negatives) on a copy of the prepared run."""
     run = copy_run(prepared_run_dir, tmp_path / "run")
     assert main(["train", "--run-dir", str(run), "--model-name", "tiny", "--epochs", "1", "--max-len", "48",
-                 "--checkpoint-every", "0", "--recipe", "robust", "--recipe-negatives", "150",
+                 "--checkpoint-every", "0", "--recipe", recipe, "--recipe-negatives", "150",
                  "--noise-threshold", "0.6", "--oof-folds", "2"]) == 0
-    recipe = read_model_meta(RunPaths(run).model)["recipe"]
+    return run, read_model_meta(RunPaths(run).model)["recipe"]
+
+
+def test_lawclf_train_recipe_is_recorded_and_its_dropped_rows_written(prepared_run_dir, tmp_path):
+    run, recipe = train_with_recipe(prepared_run_dir, tmp_path, "robust")
     assert recipe["recipe"] == "robust" and recipe["negatives"] == 150
     assert recipe["settings"] == {"negatives": 150, "positives": 0, "negatives_per_source": 0, "seed": 42,
                                   "hard_fraction": 0.3, "oof_folds": 2, "noise_threshold": 0.6}
@@ -32,11 +37,7 @@ def test_lawclf_train_recipe_is_recorded_and_its_dropped_rows_written(prepared_r
 
 
 def test_lawclf_train_diverse_takes_hard_negatives_from_every_genre(prepared_run_dir, tmp_path):
-    run = copy_run(prepared_run_dir, tmp_path / "run")
-    assert main(["train", "--run-dir", str(run), "--model-name", "tiny", "--epochs", "1", "--max-len", "48",
-                 "--checkpoint-every", "0", "--recipe", "diverse", "--recipe-negatives", "150",
-                 "--noise-threshold", "0.6", "--oof-folds", "2"]) == 0
-    recipe = read_model_meta(RunPaths(run).model)["recipe"]
+    run, recipe = train_with_recipe(prepared_run_dir, tmp_path, "diverse")
     assert recipe["recipe"] == "diverse" and recipe["hard_negatives"] == 45
     per_group = recipe["hard_negatives_per_group"]
     assert set(per_group) == set(recipe["negatives_per_group"])  # every non-legal genre gives hard negatives
