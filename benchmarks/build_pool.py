@@ -110,7 +110,7 @@ def kdconv_user_turns(raw: bytes) -> Iterator[str]:
 def covid_consultations(raw: bytes) -> Iterator[str]:
     """COVID-Dialogue (haodf.com): each patient's written consultation — the 病情描述 and
     希望获得的帮助 lines of its Description block (the doctor's replies are not used)."""
-    for block in raw.decode("utf-8").split("\nid=")[0:]:
+    for block in raw.decode("utf-8").split("\nid="):
         desc = block.split("Description", 1)[-1].split("Dialogue", 1)[0]
         parts = []
         for line in desc.splitlines():
