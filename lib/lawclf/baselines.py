@@ -14,9 +14,12 @@ the same shape as the neural model's scores, so one metrics function serves all.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from lawclf.ngram import NgramModel
 
 Tokenize = Callable[[str], Iterable[str]]
 
@@ -115,6 +118,12 @@ class TfidfCharLR:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.pipeline.predict_proba(list(texts))[:, 1]
+
+    def to_ngram_model(self) -> "NgramModel":
+        """The fitted pipeline as plain arrays the server scores without scikit-learn."""
+        from lawclf.ngram import NgramModel
+
+        return NgramModel.from_pipeline(self.pipeline)
 
 
 def out_of_fold_scores(texts: Sequence[str], labels: Sequence[int], folds: int = 5, seed: int = 42,

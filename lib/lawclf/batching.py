@@ -185,7 +185,7 @@ def make_train_loader(rows: Sequence[dict], tokenizer, cfg: TrainConfig, max_len
     per-example ``weights`` (a weighted loss) to change what the model sees without
     touching the loop. Default: :class:`LengthGroupedBatchSampler` from the config.
     """
-    dataset = EncodedDataset(encode(tokenizer, [r["text"] for r in rows], max_len),
+    dataset = EncodedDataset(encode(tokenizer, [r["text"] for r in rows], max_len, cfg.truncation),
                              [r["label"] for r in rows], weights)
     if batch_sampler is None:
         batch_sampler = LengthGroupedBatchSampler(dataset.lengths, cfg.batch_size, seed=cfg.seed,

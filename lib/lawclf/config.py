@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar
 
+from lawclf.truncation import TRUNCATIONS
+
 #: Repository root when running from a checkout (lib/lawclf/config.py -> repo).
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The embedded default data set, written by ``python -m lawclf.sample``.
@@ -46,6 +48,8 @@ LABEL_NAMES_ZH: tuple[str, str] = ("非法律", "法律咨询")
 RECIPES: tuple[str, ...] = ("plain", "balanced", "hardneg", "robust", "diverse")
 #: Threshold strategies (``EvalConfig.threshold_strategy``; implemented in lawclf.metrics.choose_threshold).
 THRESHOLD_STRATEGIES: tuple[str, ...] = ("max_f1", "target_precision", "fpr_cap")
+#: How the model and its n-gram part are combined (``EvalConfig.combine``; lawclf.ngram.choose_combination).
+COMBINE_METHODS: tuple[str, ...] = ("auto", "mean", "stack", "model", "ngram")
 
 #: Name of the sidecar JSON kept with a model (labels, max_len, threshold, version).
 MODEL_META_FILE = "lawclf_meta.json"
@@ -194,13 +198,15 @@ class TrainConfig(_Checked):
     """Model and training loop (notebook 03, ``lawclf train``)."""
 
     _choices = {"loss": ("focal", "ce"), "mixed_precision": ("auto", "no", "fp16", "bf16"),
-                "metric": ("f1", "loss", "accuracy", "precision", "recall", "pr_auc", "roc_auc"), "recipe": RECIPES}
+                "metric": ("f1", "loss", "accuracy", "precision", "recall", "pr_auc", "roc_auc"), "recipe": RECIPES,
+                "truncation": TRUNCATIONS, "ngram_rows": ("all", "recipe")}
     _ranges = {"max_len": (0, 512), "batch_size": (1, None), "epochs": (1, None), "learning_rate": (0.0, None),
                "weight_decay": (0.0, None), "warmup_ratio": (0.0, 1.0), "grad_clip": (0.0, None),
                "grad_accum_steps": (1, None), "focal_alpha": (0.0, 1.0), "focal_gamma": (0.0, None),
                "patience": (0, None), "checkpoint_every": (0, None), "max_train_samples": (0, None),
                "recipe_negatives": (0, None), "recipe_positives": (0, None), "negatives_per_source": (0, None),
                "hard_fraction": (0.0, 1.0), "noise_threshold": (0.0, 1.0), "oof_folds": (2, None),
+               "short_forms": (0.0, 1.0),
                "tiny_layers": (1, None), "tiny_hidden": (8, None), "tiny_heads": (1, None),
                "tiny_vocab_size": (16, None)}
 
@@ -210,6 +216,10 @@ class TrainConfig(_Checked):
     model_name: str = "bert-base-chinese"
     #: 0 = choose from the train split's length distribution (see batching.choose_max_len).
     max_len: int = 0
+    #: How a text longer than MAX_LEN tokens is cut (lawclf.truncation): head = its first tokens;
+    #: head_tail = the first third and the last two thirds (a post asks its question last).
+    #: Recorded in lawclf_meta.json; export and serving cut the same way.
+    truncation: str = "head_tail"
     batch_size: int = 16
     epochs: int = 3
     #: 0 = a default per model kind (2e-5 pretrained, 1e-3 tiny).
@@ -252,6 +262,17 @@ class TrainConfig(_Checked):
     noise_threshold: float = 0.9
     #: Folds of the out-of-fold TF-IDF model that finds hard negatives and suspected noise.
     oof_folds: int = 3
+    #: Add short forms of this share of the long train rows, on both sides (robustness.short_forms): the
+    #: question sentence of a post, or a crop to a short question's length, so short texts are seen and
+    #: length is no label (0 = none).
+    short_forms: float = 0.0
+    #: Also fit the char n-gram part (lawclf.ngram: TF-IDF char 1-3-grams + logistic regression);
+    #: evaluation chooses how to combine it with the model (EvalConfig.combine).
+    ngram: bool = True
+    #: Rows the n-gram part fits: all = every train row except the suspected label noise the recipe left
+    #: out (cheap, so a RECIPE_NEGATIVES budget set for the model does not starve it); recipe = the
+    #: model's own rows.
+    ngram_rows: str = "all"
     #: Tiny mode architecture.
     tiny_layers: int = 2
     tiny_hidden: int = 128
@@ -263,7 +284,7 @@ class TrainConfig(_Checked):
 class EvalConfig(_Checked):
     """Test-split evaluation and threshold choice (notebook 04, ``lawclf evaluate``)."""
 
-    _choices = {"threshold_strategy": THRESHOLD_STRATEGIES}
+    _choices = {"threshold_strategy": THRESHOLD_STRATEGIES, "combine": COMBINE_METHODS}
     _ranges = {"target_precision": (0.0, 1.0), "max_source_fpr": (0.0, 1.0), "min_source_rows": (1, None),
                "eval_batch_size": (1, None), "n_errors": (0, None), "calibration_bins": (1, None)}
 
@@ -272,6 +293,10 @@ class EvalConfig(_Checked):
     #: target_precision = lowest threshold reaching TARGET_PRECISION; fpr_cap = best F1 with every
     #: non-legal source group's false-positive rate at most MAX_SOURCE_FPR.
     threshold_strategy: str = "max_f1"
+    #: How the model's and the n-gram part's P(legal) make the served score, chosen on validation: auto = the
+    #: weighted mean (weight 0, 0.1, ..., 1) or logistic stack with the best validation PR-AUC; mean = equal
+    #: weights; stack = logistic regression on both logits; model / ngram = one part alone.
+    combine: str = "auto"
     #: target_precision: the precision to reach.
     target_precision: float = 0.95
     #: fpr_cap: the highest false-positive rate allowed on any non-legal source group.
@@ -644,7 +669,7 @@ __all__ = [
     "REPO_ROOT", "SAMPLE_DATA_DIR", "DEFAULT_RUN_DIR", "LABELS", "LABEL_NAMES_ZH", "MODEL_META_FILE",
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
-    "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "ALL_CONFIGS", "field_docs", "load_params_file",
+    "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "COMBINE_METHODS", "ALL_CONFIGS", "field_docs", "load_params_file",
     "add_config_args", "config_from_args", "config_from_params", "to_dict", "record_results",
     "read_results", "read_model_meta", "write_model_meta", "field",
 ]

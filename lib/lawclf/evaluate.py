@@ -41,10 +41,14 @@ from lawclf.metrics import (
     calibration,
     choose_threshold,
     groups_of,
+    per_length_metrics,
     per_source_metrics,
     worst_source_fpr,
 )
+from lawclf.ngram import choose_combination, combine_scores
 from lawclf.probes import load_probes, probe_report
+from lawclf.text import normalise_text
+from lawclf.truncation import LEGACY_TRUNCATION
 
 logger = logging.getLogger(__name__)
 
@@ -186,27 +190,54 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                                 "(notebook 03 or `lawclf train`)")
     meta = read_model_meta(paths.model)
     max_len = int(meta.get("max_len") or 128)
+    truncation = str(meta.get("truncation") or LEGACY_TRUNCATION)
+    ngram_part = _ngram_part(paths, meta, cfg.combine)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer, model = load_pretrained(str(paths.model))
     model.to(device).eval()
 
-    def score(texts: Sequence[str]) -> np.ndarray:
-        return predict_proba(model, tokenizer, texts, batch_size=cfg.eval_batch_size, max_len=max_len, device=device)
+    def score_parts(texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """P(legal) of each part: the model, and the n-gram part when the model has one."""
+        parts = {"model": predict_proba(model, tokenizer, texts, batch_size=cfg.eval_batch_size, max_len=max_len,
+                                        device=device, truncation=truncation)}
+        if ngram_part is not None:
+            parts["ngram"] = ngram_part.predict_proba([normalise_text(t) for t in texts])
+        return parts
 
     val_rows, test_rows = load_split(cfg.run_dir, "validation"), load_split(cfg.run_dir, "test")
     val_y = [int(r["label"]) for r in val_rows]
-    val_s = score([r["text"] for r in val_rows])
-    chosen = choose_threshold(val_y, val_s, cfg.threshold_strategy, cfg.target_precision,
-                              sources=groups_of(val_rows), max_source_fpr=cfg.max_source_fpr,
-                              min_source_rows=cfg.min_source_rows)
+    val_parts = score_parts([r["text"] for r in val_rows])
+    combine = (choose_combination(cfg.combine, val_parts["model"], val_parts["ngram"], val_y)
+               if ngram_part is not None else {"method": "model"})
+
+    def served(parts: Mapping[str, np.ndarray]) -> np.ndarray:
+        return combine_scores(parts["model"], parts.get("ngram"), combine)
+
+    def pick_threshold(scores: np.ndarray) -> dict[str, Any]:
+        return choose_threshold(val_y, scores, cfg.threshold_strategy, cfg.target_precision,
+                                sources=groups_of(val_rows), max_source_fpr=cfg.max_source_fpr,
+                                min_source_rows=cfg.min_source_rows)
+
+    val_s = served(val_parts)
+    chosen = pick_threshold(val_s)
     threshold = chosen["threshold"]
 
     test_y = np.array([int(r["label"]) for r in test_rows])
-    test_s = score([r["text"] for r in test_rows])
+    test_parts = score_parts([r["text"] for r in test_rows])
+    test_s = served(test_parts)
     test = binary_metrics(test_y, test_s, threshold)
     cal = calibration(test_y, test_s, cfg.calibration_bins)
     probes = load_probes(cfg.probes_path or None)
-    probe = probe_report(probes, score([p["text"] for p in probes]), threshold) if probes else None
+    probe = probe_report(probes, served(score_parts([p["text"] for p in probes])), threshold) if probes else None
+    # The ablation: each part alone (its own threshold, same strategy, on validation) beside the served score.
+    ablation: dict[str, Any] = {}
+    for name in [*test_parts, "combined"] if ngram_part is not None else ["model"]:
+        v, t = (val_s, test_s) if name == "combined" else (val_parts[name], test_parts[name])
+        thr = threshold if name == "combined" else pick_threshold(v)["threshold"]
+        m = binary_metrics(test_y, t, thr)
+        ablation[name] = {**{k: m[k] for k in ("f1", "precision", "recall", "fpr", "pr_auc", "roc_auc")},
+                          "threshold": thr, "per_length": per_length_metrics(test_rows, t, thr),
+                          "per_source": per_source_metrics(test_rows, t, thr)}
 
     paths.reports.mkdir(parents=True, exist_ok=True)
     chinese = _setup_fonts()
@@ -233,6 +264,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "confusion_matrix": [[test["tn"], test["fp"]], [test["fn"], test["tp"]]],
         "calibration": cal,
         "per_source": per_source,
+        "per_length": per_length_metrics(test_rows, test_s, threshold),
+        "combine": combine,
+        "truncation": truncation,
+        "ablation": ablation,
         "max_source_fpr": worst[0],
         "worst_source": worst[1],
         "errors": worst_errors(test_rows, test_s, threshold, cfg.n_errors),
@@ -246,12 +281,32 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     results = _jsonable(results)
     (paths.reports / METRICS_FILE).write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
     # The raw scores, so a reader can redo the threshold sweep and the calibration by hand (notebook 04).
+    # ``scores`` are the served (combined) ones; ``parts`` each part's, for the ablation by hand.
+    def rounded(x: np.ndarray) -> list[float]:
+        return [round(float(v), 6) for v in x]
+
     (paths.reports / SCORES_FILE).write_text(json.dumps({
-        "validation": {"labels": val_y, "scores": [round(float(x), 6) for x in val_s]},
-        "test": {"labels": test_y.tolist(), "scores": [round(float(x), 6) for x in test_s]}}), encoding="utf-8")
+        "validation": {"labels": val_y, "scores": rounded(val_s), "parts": {k: rounded(v) for k, v in val_parts.items()}},
+        "test": {"labels": test_y.tolist(), "scores": rounded(test_s),
+                 "parts": {k: rounded(v) for k, v in test_parts.items()}}}), encoding="utf-8")
     write_model_meta(paths.model, threshold=threshold, threshold_choice=results["threshold_choice"],
-                     test_metrics=_jsonable(headline))
+                     combine=results["combine"], test_metrics=_jsonable(headline))
     return results
+
+
+def _ngram_part(paths: RunPaths, meta: Mapping[str, Any], combine: str):
+    """The model's n-gram part (:class:`lawclf.ngram.NgramModel`), or None when it has none or ``combine``
+    is ``model``. A combination that needs the part, asked of a model without one, fails naming the setting."""
+    from lawclf.ngram import NGRAM_FILE, NgramModel
+
+    if combine == "model":
+        return None
+    if not meta.get("ngram"):
+        if combine == "auto":
+            return None
+        raise ValueError(f"EvalConfig.combine={combine!r} needs the n-gram part, and {paths.model} has none "
+                         "(train with --ngram, or evaluate with --combine model)")
+    return NgramModel.load(paths.model / NGRAM_FILE)
 
 
 def read_scores(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, list]]:

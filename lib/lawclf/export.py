@@ -37,6 +37,7 @@ import numpy as np
 from lawclf import config
 from lawclf.config import ExportConfig, RunPaths, read_model_meta
 from lawclf.metrics import binary_metrics
+from lawclf.ngram import NGRAM_FILE
 from lawclf.predict import (
     FP32_FILE,
     INPUT_NAMES,
@@ -46,6 +47,7 @@ from lawclf.predict import (
     Predictor,
 )
 from lawclf.text import normalise_text
+from lawclf.truncation import LEGACY_TRUNCATION, check_truncation
 
 #: Tokenizer files copied next to the ONNX model (those that exist).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -79,11 +81,20 @@ def load_for_export(model_dir: str | Path):
     return tokenizer, model
 
 
-def encode(tokenizer, texts: Sequence[str], max_len: int) -> dict[str, np.ndarray]:
-    """All three inputs as int64 arrays, padded to the longest text, truncated at ``max_len``."""
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_len,
-                    return_tensors="np", return_token_type_ids=True, return_attention_mask=True)
-    return {name: np.asarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
+def encode(tokenizer, texts: Sequence[str], max_len: int, truncation: str = LEGACY_TRUNCATION) -> dict[str, np.ndarray]:
+    """All three inputs as int64 arrays, padded to the longest text, each cut to ``max_len`` by ``truncation``
+    (the training tokenisation, :func:`lawclf.inference.encode`)."""
+    from lawclf.inference import encode as encode_unpadded
+
+    rows = encode_unpadded(tokenizer, texts, max_len, truncation)
+    width = max(len(r["input_ids"]) for r in rows)
+    pad = {"input_ids": tokenizer.pad_token_id or 0, "attention_mask": 0, "token_type_ids": 0}
+    out = {}
+    for name in INPUT_NAMES:
+        seqs = [r.get(name) or ([1] * len(r["input_ids"]) if name == "attention_mask" else [0] * len(r["input_ids"]))
+                for r in rows]
+        out[name] = np.array([list(x) + [pad[name]] * (width - len(x)) for x in seqs], dtype=np.int64)
+    return out
 
 
 def export_onnx(model, tokenizer, path: str | Path, opset: int = 17, max_len: int = 64) -> Path:
@@ -132,14 +143,14 @@ def torch_logits(model, batch: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def check_parity(model, tokenizer, onnx_path: str | Path, texts: Sequence[str], max_len: int,
-                 atol: float) -> dict[str, Any]:
+                 atol: float, truncation: str = LEGACY_TRUNCATION) -> dict[str, Any]:
     """Max |logits_onnx - logits_torch| per case; raises ``AssertionError`` beyond ``atol``."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     cases: list[dict[str, Any]] = []
     for name, batch_texts in parity_cases(texts):
-        batch = encode(tokenizer, batch_texts, max_len)
+        batch = encode(tokenizer, batch_texts, max_len, truncation)
         diff = float(np.abs(sess.run([OUTPUT_NAME], batch)[0] - torch_logits(model, batch)).max())
         cases.append({"case": name, "batch": len(batch_texts), "seq_len": int(batch["input_ids"].shape[1]),
                       "max_abs_diff": diff})
@@ -299,21 +310,26 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     tokenizer, model = load_for_export(model_dir)
     max_len = int(meta.get("max_len") or tokenizer.model_max_length or 512)
     max_len = min(max_len, int(model.config.max_position_embeddings))
+    truncation = check_truncation(meta.get("truncation", LEGACY_TRUNCATION), str(model_dir / config.MODEL_META_FILE))
+    if meta.get("ngram") and not (model_dir / NGRAM_FILE).is_file():  # before any work
+        raise FileNotFoundError(f"{model_dir / config.MODEL_META_FILE} names an n-gram part but "
+                                f"{model_dir / NGRAM_FILE} is missing: train again (lawclf train)")
     texts, labels, source = parity_texts(cfg.run_dir, cfg.parity_max_texts)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (FP32_FILE, INT8_FILE, RAW_FILE, config.MODEL_META_FILE):  # nothing left from an older export
+    for stale in (FP32_FILE, INT8_FILE, RAW_FILE, NGRAM_FILE, config.MODEL_META_FILE):  # nothing left from an older export
         (out_dir / stale).unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     raw = export_onnx(model, tokenizer, out_dir / RAW_FILE, opset=cfg.opset, max_len=max_len)
     report: dict[str, Any] = {"model_dir": str(model_dir), "onnx_dir": str(out_dir), "texts": source,
                               "export_seconds": round(time.perf_counter() - t0, 2)}
-    report["parity_raw"] = check_parity(model, tokenizer, raw, texts, max_len, cfg.atol)
+    report["parity_raw"] = check_parity(model, tokenizer, raw, texts, max_len, cfg.atol, truncation)
     if cfg.optimize:
         report["fused_ops"] = optimize_onnx(raw, out_dir / FP32_FILE, model.config.num_attention_heads,
                                             model.config.hidden_size)
         raw.unlink()
-        report["parity_fp32"] = check_parity(model, tokenizer, out_dir / FP32_FILE, texts, max_len, cfg.atol)
+        report["parity_fp32"] = check_parity(model, tokenizer, out_dir / FP32_FILE, texts, max_len, cfg.atol,
+                                             truncation)
     else:
         raw.rename(out_dir / FP32_FILE)
         report["parity_fp32"] = report.pop("parity_raw")
@@ -325,10 +341,15 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     for name in TOKENIZER_FILES:
         if (model_dir / name).exists():
             shutil.copy2(model_dir / name, out_dir / name)
+    if meta.get("ngram"):  # the n-gram part travels as it is: plain arrays, scored with numpy
+        shutil.copy2(model_dir / NGRAM_FILE, out_dir / NGRAM_FILE)
     onnx_meta = {
         "labels": list(meta.get("labels") or config.LABELS),
         "threshold": float(meta.get("threshold", 0.5)),
         "max_len": max_len,
+        "truncation": truncation,
+        # How the served score is made, so the graph's own copy of the metadata serves it the same way.
+        **{k: meta[k] for k in ("combine", "ngram") if meta.get(k)},
         "model_name": meta.get("model_name", ""),
         "version": meta.get("version", ""),
         "inputs": list(INPUT_NAMES), "output": OUTPUT_NAME,
@@ -347,15 +368,15 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     # Predictor normalises each text first (NFKC: full-width ，？ become ,?), so PyTorch gets the same
     # normalised text: otherwise a text with full-width punctuation differs by its tokens, not by the export.
     normalised = [normalise_text(t) for t in texts]
-    pt_scores = _torch_scores(model, tokenizer, normalised, max_len, sidecar["labels"])
-    served = Predictor(out_dir, model_file=FP32_FILE).predict_proba(texts)
+    pt_scores = _torch_scores(model, tokenizer, normalised, max_len, sidecar["labels"], truncation)
+    served = Predictor(out_dir, model_file=FP32_FILE).predict_parts(texts)["model"]
     report["predictor_vs_torch_max_score_diff"] = float(np.abs(served - pt_scores).max())
     # Scores are probabilities: 10x the logit tolerance leaves room for a softmax near 0.5 (slope 1/4) and for
     # the deeper graphs of a random-weight bert-base, whose fp32 kernels differ in summation order by CPU.
     tolerance = max(cfg.atol, 1e-4) * 10
     if report["predictor_vs_torch_max_score_diff"] > tolerance:
-        raise AssertionError(explain_mismatch(served, pt_scores, _onnx_scores(out_dir / FP32_FILE, tokenizer, normalised,
-                                                                             max_len, sidecar["labels"]), tolerance))
+        raise AssertionError(explain_mismatch(served, pt_scores, _onnx_scores(
+            out_dir / FP32_FILE, tokenizer, normalised, max_len, sidecar["labels"], truncation), tolerance))
     if cfg.quantize:
         report["int8_vs_fp32"] = compare_files(out_dir, texts, labels)
     report["size_mb"] = {f: _mb(out_dir / f) for f in files.values()}
@@ -373,7 +394,8 @@ def export(cfg: ExportConfig) -> dict[str, Any]:
     return report
 
 
-def _onnx_scores(path: Path, tokenizer, texts: Sequence[str], max_len: int, labels: Sequence[str]) -> np.ndarray:
+def _onnx_scores(path: Path, tokenizer, texts: Sequence[str], max_len: int, labels: Sequence[str],
+                 truncation: str = LEGACY_TRUNCATION) -> np.ndarray:
     """P(legal) from the ONNX graph fed by the training tokenizer (not the Predictor's): splits a
     Predictor-vs-PyTorch mismatch into its tokenizer part and its numerics part."""
     import onnxruntime as ort
@@ -382,7 +404,8 @@ def _onnx_scores(path: Path, tokenizer, texts: Sequence[str], max_len: int, labe
     pos = list(labels).index(config.LABELS[1])
     out = []
     for start in range(0, len(texts), 32):
-        logits = sess.run([OUTPUT_NAME], encode(tokenizer, texts[start:start + 32], max_len))[0].astype(np.float64)
+        logits = sess.run([OUTPUT_NAME], encode(tokenizer, texts[start:start + 32], max_len,
+                                                truncation))[0].astype(np.float64)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         out.append(e[:, pos] / e.sum(axis=1))
     return np.concatenate(out)
@@ -402,11 +425,12 @@ def explain_mismatch(served: np.ndarray, torch_scores: np.ndarray, onnx_scores: 
 
 
 def _torch_scores(model, tokenizer, texts: Sequence[str], max_len: int, labels: Sequence[str],
-                  batch_size: int = 32) -> np.ndarray:
+                  truncation: str = LEGACY_TRUNCATION, batch_size: int = 32) -> np.ndarray:
     pos = list(labels).index(config.LABELS[1])
     out = []
     for start in range(0, len(texts), batch_size):
-        logits = torch_logits(model, encode(tokenizer, texts[start:start + batch_size], max_len)).astype(np.float64)
+        logits = torch_logits(model, encode(tokenizer, texts[start:start + batch_size], max_len,
+                                            truncation)).astype(np.float64)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
         out.append(e[:, pos] / e.sum(axis=1))
     return np.concatenate(out)

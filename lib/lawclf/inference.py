@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lawclf.text import normalise_text
+from lawclf.truncation import LEGACY_TRUNCATION, truncate_ids
 
 
 def token_lengths(tokenizer, texts: Sequence[str]) -> list[int]:
@@ -23,11 +24,13 @@ def token_lengths(tokenizer, texts: Sequence[str]) -> list[int]:
     return [len(ids) for ids in enc["input_ids"]]
 
 
-def encode(tokenizer, texts: Sequence[str], max_len: int) -> list[dict[str, list[int]]]:
-    """Tokenise once, unpadded (padding happens per batch in :class:`PadCollator`)."""
-    enc = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)
+def encode(tokenizer, texts: Sequence[str], max_len: int,
+           truncation: str = LEGACY_TRUNCATION) -> list[dict[str, list[int]]]:
+    """Tokenise once, unpadded (padding happens per batch in :class:`PadCollator`), each text cut to
+    ``max_len`` tokens by ``truncation`` (:func:`lawclf.truncation.truncate_ids`, the serving rule too)."""
+    enc = tokenizer(list(texts), truncation=False, padding=False, verbose=False)
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
-    return [{k: enc[k][i] for k in keys} for i in range(len(texts))]
+    return [{k: truncate_ids(enc[k][i], max_len, truncation) for k in keys} for i in range(len(texts))]
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -85,9 +88,9 @@ class PadCollator:
 
 
 def make_eval_loader(texts: Sequence[str], labels: Sequence[int], tokenizer, max_len: int, batch_size: int,
-                     multiple_of: Optional[int] = None):
+                     multiple_of: Optional[int] = None, truncation: str = LEGACY_TRUNCATION):
     """Batches in order of length (fast inference); results come back in this dataset order."""
-    dataset = EncodedDataset(encode(tokenizer, texts, max_len), labels)
+    dataset = EncodedDataset(encode(tokenizer, texts, max_len, truncation), labels)
     order = sorted(range(len(dataset)), key=lambda i: len(dataset.encodings[i]["input_ids"]))
     sorted_ds = torch.utils.data.Subset(dataset, order)
     loader = torch.utils.data.DataLoader(sorted_ds, batch_size=batch_size, shuffle=False,
@@ -97,7 +100,7 @@ def make_eval_loader(texts: Sequence[str], labels: Sequence[int], tokenizer, max
 
 @torch.no_grad()
 def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_len: int = 128,
-                  device: Optional[str | torch.device] = None) -> np.ndarray:
+                  device: Optional[str | torch.device] = None, truncation: str = LEGACY_TRUNCATION) -> np.ndarray:
     """P(legal) for each text, batched in order of length (little padding), in input order.
 
     Texts get the data stage's normalisation first, as the training texts did (and as the
@@ -110,7 +113,7 @@ def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64, 
     was_training = model.training
     model.eval()
     model.to(device)
-    loader, order = make_eval_loader(texts, [0] * len(texts), tokenizer, max_len, batch_size)
+    loader, order = make_eval_loader(texts, [0] * len(texts), tokenizer, max_len, batch_size, truncation=truncation)
     out = np.zeros(len(texts), dtype=np.float64)
     pos = 0
     for batch in loader:

@@ -224,19 +224,50 @@ def per_source_metrics(rows: Sequence[Mapping], scores: ArrayLike, threshold: fl
     sources = groups_of(rows)
     if len(set(sources)) < 2:
         return {}
+    return _metrics_by(rows, scores, threshold, sources, sorted(set(sources)))
+
+
+def _metrics_by(rows: Sequence[Mapping], scores: ArrayLike, threshold: float, keys: Sequence[str],
+                order: Sequence[str]) -> dict[str, dict]:
+    """Rates per key (one key per row), in ``order``: recall and FPR where defined, precision/F1 where both classes are."""
     out = {}
-    for src in sorted(set(sources)):
-        idx = [i for i, x in enumerate(sources) if x == src]
+    for key in order:
+        idx = [i for i, x in enumerate(keys) if x == key]
+        if not idx:
+            continue
         m = binary_metrics([rows[i]["label"] for i in idx], [scores[i] for i in idx], threshold)
         positives, negatives = m["tp"] + m["fn"], m["fp"] + m["tn"]
-        out[src] = {
+        out[key] = {
             "n": m["n"], "positives": positives, "accuracy": m["accuracy"],
             "recall": m["recall"] if positives else None, "fpr": m["fpr"] if negatives else None,
             "false_positives": m["fp"], "false_negatives": m["fn"],
         }
         if positives and negatives:
-            out[src].update(precision=m["precision"], f1=m["f1"])
+            out[key].update(precision=m["precision"], f1=m["f1"])
     return out
+
+
+#: Character-length buckets of :func:`per_length_metrics` (upper bounds, exclusive): short knowledge questions,
+#: one-sentence questions, short posts, posts, and long posts that MAX_LEN 64 truncates.
+LENGTH_EDGES: tuple[int, ...] = (15, 30, 60, 120)
+
+
+def length_bucket(n_chars: int, edges: Sequence[int] = LENGTH_EDGES) -> str:
+    """``"<15"``, ``"15-29"``, ..., ``">=120"`` for a text of ``n_chars`` characters."""
+    if n_chars < edges[0]:
+        return f"<{edges[0]}"
+    for low, high in zip(edges, edges[1:]):
+        if n_chars < high:
+            return f"{low}-{high - 1}"
+    return f">={edges[-1]}"
+
+
+def per_length_metrics(rows: Sequence[Mapping], scores: ArrayLike, threshold: float,
+                       edges: Sequence[int] = LENGTH_EDGES) -> dict[str, dict]:
+    """Recall and FPR per character-length bucket (:func:`length_bucket`), shortest first."""
+    keys = [length_bucket(len(str(r["text"])), edges) for r in rows]
+    order = [length_bucket(0, edges)] + [length_bucket(e, edges) for e in edges]
+    return _metrics_by(rows, scores, threshold, keys, order)
 
 
 
@@ -247,4 +278,5 @@ def worst_source_fpr(per_source: Mapping[str, Mapping[str, Any]]) -> tuple[float
 
 
 __all__ = ["THRESHOLD_STRATEGIES", "source_group", "groups_of", "f1_score", "binary_metrics", "source_fpr_floor",
-           "choose_threshold", "threshold_for_source_fpr", "calibration", "per_source_metrics", "worst_source_fpr"]
+           "choose_threshold", "threshold_for_source_fpr", "calibration", "per_source_metrics", "worst_source_fpr",
+           "LENGTH_EDGES", "length_bucket", "per_length_metrics"]

@@ -29,7 +29,9 @@ from typing import IO, Any, Optional, Sequence, Union
 import numpy as np
 
 from lawclf.config import LABELS, MODEL_META_FILE
+from lawclf.ngram import NGRAM_FILE, NgramLoadError, NgramModel, check_combine, combine_scores
 from lawclf.text import normalise_text
+from lawclf.truncation import LEGACY_TRUNCATION, check_truncation, truncate_ids
 
 #: Graph inputs, always fed all three (int64, shape [batch, sequence]). token_type_ids is all
 #: zeros for one text, but BERT adds its segment embedding, so it is part of the interface.
@@ -176,14 +178,28 @@ class Predictor:
         self.labels, self.threshold, self.max_len = validate_meta(
             self.meta, self._meta_source, n_outputs=width if isinstance(width, int) else None)
         self.positive_index = self.labels.index(POSITIVE_LABEL)
+        try:
+            #: How a text over max_len tokens is cut (lawclf.truncation; models from before it: head).
+            self.truncation = check_truncation(self.meta.get("truncation", LEGACY_TRUNCATION), self._meta_source)
+            #: How the n-gram part joins the model's score (lawclf.ngram.combine_scores; none = the model alone).
+            self.combine = check_combine(self.meta["combine"], self._meta_source) if self.meta.get("combine") \
+                else {"method": "model"}
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        self.ngram: Optional[NgramModel] = None
+        if self.combine["method"] != "model":
+            try:
+                self.ngram = NgramModel.load(self.model_dir / NGRAM_FILE)
+            except NgramLoadError as exc:
+                raise ModelLoadError(str(exc)) from exc
 
         try:
             self.tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as exc:
             raise ModelLoadError(f"{tok_path}: not a readable tokenizers file ({exc})") from exc
-        # Padding is done per batch below; truncation keeps [CLS] ... [SEP] within max_len.
+        # Padding is done per batch below; truncation (lawclf.truncation) keeps [CLS] ... [SEP] within max_len.
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.max_len)
+        self.tokenizer.no_truncation()
         pad_id = self.tokenizer.token_to_id("[PAD]")
         self.pad_id = 0 if pad_id is None else int(pad_id)
 
@@ -214,9 +230,16 @@ class Predictor:
     def version(self) -> str:
         return str(self.meta.get("version", "unknown"))
 
+    @property
+    def parts(self) -> list[str]:
+        """The parts whose scores make the served one: ``["model"]``, ``["model", "ngram"]`` or ``["ngram"]``."""
+        method = self.combine["method"]
+        return [method] if method in ("model", "ngram") else ["model", "ngram"]
+
     # ------------------------------------------------------------------ inference
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, truncated at ``max_len`` (special tokens included), not padded.
+        """Token ids of each text, cut to ``max_len`` by the model's truncation strategy (special tokens
+        included; :func:`lawclf.truncation.truncate_ids`, as in training), not padded.
 
         Each text first gets the data stage's normalisation (NFKC, whitespace), exactly as the
         training texts did: otherwise full-width punctuation typed by a user would reach the
@@ -225,7 +248,8 @@ class Predictor:
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
-        return [enc.ids for enc in self.tokenizer.encode_batch([normalise_text(t) for t in texts])]
+        return [truncate_ids(enc.ids, self.max_len, self.truncation)
+                for enc in self.tokenizer.encode_batch([normalise_text(t) for t in texts])]
 
     def pad_batch(self, ids: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Pad a batch to its longest member (never to a fixed length) and build all three inputs."""
@@ -242,12 +266,28 @@ class Predictor:
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
     def predict_proba(self, texts: Sequence[str], batch_size: Optional[int] = None) -> np.ndarray:
-        """P(legal) for each text, in input order.
+        """P(legal) for each text, in input order: the served score (the model's, combined with the
+        n-gram part's where the model has one, as ``lawclf evaluate`` chose)."""
+        parts = self.predict_parts(texts, batch_size)
+        if self.combine["method"] == "model":
+            return parts["model"]
+        return combine_scores(parts.get("model"), parts.get("ngram"), self.combine).astype(np.float32)
 
-        Texts are sorted by token length and cut into batches of similar length
-        (:func:`length_groups`: little compute wasted on padding), then scores go back to input order.
-        """
+    def predict_parts(self, texts: Sequence[str], batch_size: Optional[int] = None) -> dict[str, np.ndarray]:
+        """Each part's P(legal): ``{"model": ...}`` (the ONNX graph) and ``"ngram"`` when the model uses one;
+        the model part is always given when asked for here (export's parity check compares it with PyTorch)."""
         texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text #{i} is {type(t).__name__}, expected str")
+        out = {"model": self._model_proba(texts, batch_size)}
+        if self.ngram is not None:
+            out["ngram"] = self.ngram.predict_proba([normalise_text(t) for t in texts]).astype(np.float32)
+        return out
+
+    def _model_proba(self, texts: list[str], batch_size: Optional[int] = None) -> np.ndarray:
+        """The ONNX graph's P(legal). Texts are sorted by token length and cut into batches of similar
+        length (:func:`length_groups`: little compute wasted on padding), then scores go back to input order."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
         size = batch_size or self.batch_size

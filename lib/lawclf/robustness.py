@@ -24,6 +24,7 @@ Source groups (:func:`lawclf.metrics.source_group`) and the ``fpr_cap`` threshol
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -177,6 +178,65 @@ def suspected_label_noise(rows: Sequence[Mapping], oof_scores: ArrayLike,
     return sorted(idx, key=lambda i: -float(oof_scores[i]))
 
 
+# --------------------------------------------------------------------------- short forms
+
+#: A sentence: text up to and including its closing punctuation.
+_SENTENCE = re.compile(r"[^。！？!?；;…]+[。！？!?；;…]*")
+#: Rows at least this long get a short form; short forms are this long (characters).
+SHORT_FROM, SHORT_MIN, SHORT_MAX = 40, 6, 30
+
+
+def _lean_of(table: Mapping[str, float]):
+    def lean(text: str) -> float:
+        from lawclf.baselines import char_bigrams
+
+        grams = char_bigrams(text)
+        return sum(table.get(g, 0.0) for g in grams) / max(1, len(grams))
+    return lean
+
+
+def short_form(text: str, lean, rng: random.Random) -> Optional[str]:
+    """The short part of a long text that leans most legal by its words: one of its sentences of
+    :data:`SHORT_MIN`..:data:`SHORT_MAX` characters, or, when it has none, one of its windows of a
+    random short length. Taking the most legal-looking part on *both* sides keeps a generic
+    "请问该怎么办？" out of the legal short forms and makes the non-legal ones hard negatives."""
+    parts = [p.strip() for p in _SENTENCE.findall(text)]
+    parts = [p for p in parts if SHORT_MIN <= len(p) <= SHORT_MAX]
+    if not parts:
+        n = rng.randint(2 * SHORT_MIN, SHORT_MAX)
+        if len(text) <= n:
+            return None
+        parts = [text[i:i + n] for i in range(0, len(text) - n + 1, max(1, n // 2))]
+    return max(parts, key=lean)
+
+
+def short_forms(rows: Sequence[Mapping], share: float, seed: int = 42) -> list[dict]:
+    """New train rows: a short form (:func:`short_form`) of ``share`` of the rows of at least
+    :data:`SHORT_FROM` characters, legal and non-legal alike (so length is no label), each keeping
+    its row's label and source (``id`` gets ``#short``). A short form whose text (dedup key) is
+    already a row, or turns up under both labels, is not added."""
+    from lawclf.baselines import log_odds_table
+    from lawclf.text import dedup_key
+
+    if share <= 0 or not rows:
+        return []
+    labels = [int(r["label"]) for r in rows]
+    if len(set(labels)) < 2:
+        return []
+    lean = _lean_of({w: delta for w, delta, _p, _n in log_odds_table([str(r["text"]) for r in rows], labels)})
+    rng = random.Random(seed)
+    long = [i for i, r in enumerate(rows) if len(str(r["text"])) >= SHORT_FROM]
+    picked = sorted(rng.sample(long, int(round(share * len(long)))))
+    seen = {dedup_key(str(r["text"])) for r in rows}
+    made: dict[str, list[dict]] = defaultdict(list)
+    for i in picked:
+        text = short_form(str(rows[i]["text"]), lean, rng)
+        key = dedup_key(text) if text else ""
+        if key and key not in seen:
+            made[key].append({**dict(rows[i]), "id": f"{rows[i].get('id', i)}#short", "text": text})
+    return [forms[0] for forms in made.values() if len({int(f["label"]) for f in forms}) == 1]
+
+
 # --------------------------------------------------------------------------- recipes
 
 
@@ -295,5 +355,6 @@ def _recipe_counts(report: dict[str, Any], rows: Sequence[Mapping], indices: Seq
     return report
 
 
-__all__ = ["source_balanced_weights", "mine_hard_negatives", "hard_negatives", "select_training_rows", "suspected_label_noise",
+__all__ = ["short_form", "short_forms",
+           "source_balanced_weights", "mine_hard_negatives", "hard_negatives", "select_training_rows", "suspected_label_noise",
            "RECIPES", "SUSPECTED_NOISE_FILE", "TrainingSet", "apply_recipe"]

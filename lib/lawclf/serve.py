@@ -55,7 +55,8 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 
 _EXT = "lawclf"
 #: Model metadata that GET /version shows (the rest, e.g. training config with local paths, stays private).
 PUBLIC_META_KEYS = ("labels", "max_len", "model_name", "version", "threshold", "threshold_choice", "test_metrics",
-                    "opset", "inputs", "output", "files", "default_file", "optimized", "exported_at")
+                    "opset", "inputs", "output", "files", "default_file", "optimized", "exported_at", "truncation",
+                    "ngram", "combine")
 
 
 # --------------------------------------------------------------------------- validation

@@ -70,7 +70,7 @@ from lawclf.inference import make_eval_loader, token_lengths
 from lawclf.losses import make_loss
 from lawclf.metrics import binary_metrics
 from lawclf.modeling import TINY, TinySpec, build_or_load, model_kind
-from lawclf.robustness import RECIPES, SUSPECTED_NOISE_FILE, TrainingSet, apply_recipe
+from lawclf.robustness import RECIPES, SUSPECTED_NOISE_FILE, TrainingSet, apply_recipe, short_forms
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +152,27 @@ def _improved(metric: str, value: float, best: Optional[float]) -> bool:
 
 
 def _apply_recipe(rows: list[dict], weights: Optional[list[float]], cfg: TrainConfig):
-    """The rows (and weights) the configured recipe keeps, and what it chose (robustness.apply_recipe)."""
+    """The rows (and weights) the configured recipe keeps, what it chose (robustness.apply_recipe), and
+    the rows the n-gram part fits (``cfg.ngram_rows``: every train row but the suspected label noise the
+    recipe left out, or the model's own rows; short forms in both)."""
     chosen = apply_recipe(rows, cfg.recipe, negatives=cfg.recipe_negatives, positives=cfg.recipe_positives,
                           negatives_per_source=cfg.negatives_per_source, hard_fraction=cfg.hard_fraction,
                           noise_threshold=cfg.noise_threshold, oof_folds=cfg.oof_folds, seed=cfg.seed)
     kept = [rows[i] for i in chosen.indices]
-    return kept, (None if weights is None else [weights[i] for i in chosen.indices]), chosen
+    kept_weights = None if weights is None else [weights[i] for i in chosen.indices]
+    extra = short_forms(kept, cfg.short_forms, seed=cfg.seed)
+    if cfg.short_forms:
+        chosen.report["short_forms"] = {"share": cfg.short_forms, "added": len(extra),
+                                        "legal": sum(1 for r in extra if int(r["label"]) == 1)}
+    if extra:
+        kept += extra
+        kept_weights = None if kept_weights is None else kept_weights + [1.0] * len(extra)
+    if cfg.ngram_rows == "recipe":
+        ngram_rows = kept
+    else:  # n-grams are cheap to fit: every row, so a budget set for the model does not starve them
+        noise = {(str(r["text"]), int(r["label"])) for r in chosen.suspected_noise}
+        ngram_rows = [r for r in rows if (str(r["text"]), int(r["label"])) not in noise] + extra
+    return kept, kept_weights, chosen, ngram_rows
 
 
 def _recipe_line(report: dict[str, Any]) -> str:
@@ -166,6 +181,8 @@ def _recipe_line(report: dict[str, Any]) -> str:
     if report["hard_negatives"]:
         line += f", {report['hard_negatives']} of them hard negatives"
     line += ")"
+    if report.get("short_forms"):
+        line += f"; added {report['short_forms']['added']} short forms ({report['short_forms']['legal']} legal)"
     if report["suspected_noise_dropped"]:
         line += f"; left out {report['suspected_noise_dropped']} suspected label-noise rows"
     if report["negatives_over_source_cap"]:
@@ -311,7 +328,7 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     weights = None if sample_weights is None else [float(w) for w in sample_weights]
     if weights is not None and len(weights) != len(rows):
         raise ValueError(f"sample_weights has {len(weights)} values for {len(rows)} train rows")
-    rows, weights, recipe = _apply_recipe(rows, weights, cfg)
+    rows, weights, recipe, ngram_rows = _apply_recipe(rows, weights, cfg)
     rows, weights = _subsample(rows, weights, cfg.max_train_samples, cfg.seed)
     val_rows = load_split(cfg.run_dir, "validation")
     if not rows or not val_rows:
@@ -333,7 +350,8 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     train_loader, batch_sampler = make_train_loader(rows, tokenizer, cfg, max_len, batch_sampler=batch_sampler,
                                                     weights=weights, multiple_of=multiple_of)
     val_loader, _ = make_eval_loader([r["text"] for r in val_rows], [r["label"] for r in val_rows], tokenizer,
-                                     max_len, batch_size=cfg.batch_size * 2, multiple_of=multiple_of)
+                                     max_len, batch_size=cfg.batch_size * 2, multiple_of=multiple_of,
+                                     truncation=cfg.truncation)
 
     lr = resolve_learning_rate(cfg)
     optimizer, scheduler, _ = _optimiser(cfg, model, len(batch_sampler))
@@ -358,9 +376,9 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
                       f"process(es) x accumulation {cfg.grad_accum_steps}, lr {lr:g}, "
                       f"mixed precision {accelerator.mixed_precision}, device {accelerator.device}")
 
-    meta = dict(labels=list(LABELS), max_len=max_len, max_len_choice=max_len_choice, model_name=cfg.model_name,
-                version=__version__, threshold=0.5, train_config=to_dict(cfg), learning_rate=lr,
-                recipe=recipe.report)
+    meta = dict(labels=list(LABELS), max_len=max_len, max_len_choice=max_len_choice, truncation=cfg.truncation,
+                model_name=cfg.model_name, version=__version__, threshold=0.5, train_config=to_dict(cfg),
+                learning_rate=lr, recipe=recipe.report)
     # Text bars: they work in Colab, terminals and papermill (no ipywidgets needed).
     from tqdm import tqdm
 
@@ -453,7 +471,9 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     }
     if accelerator.is_main_process:
         write_history(paths, state.history)
-        write_model_meta(paths.model, training={k: v for k, v in summary.items() if k != "history"})
+        summary["ngram"] = fit_ngram_part(cfg, ngram_rows, paths)
+        write_model_meta(paths.model, training={k: v for k, v in summary.items() if k != "history"},
+                         ngram=summary["ngram"])
         try:
             plot_history(state.history, paths.reports / "training_history.png")
         except Exception as exc:  # a plot must never lose a trained model
@@ -463,6 +483,25 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
 
 
 # --------------------------------------------------------------------------- outputs
+
+
+def fit_ngram_part(cfg: TrainConfig, rows: Sequence[dict], paths: RunPaths) -> Optional[dict[str, Any]]:
+    """The char n-gram part (lawclf.ngram) fitted on the rows the model was trained on, saved as
+    ``model/ngram.npz``; its description for ``lawclf_meta.json`` (None when ``cfg.ngram`` is off)."""
+    from lawclf.baselines import TfidfCharLR
+    from lawclf.ngram import NGRAM_FILE
+
+    path = paths.model / NGRAM_FILE
+    path.unlink(missing_ok=True)
+    labels = [int(r["label"]) for r in rows]
+    if not cfg.ngram or len(set(labels)) < 2:
+        return None
+    t0 = time.perf_counter()
+    part = TfidfCharLR(seed=cfg.seed).fit([r["text"] for r in rows], labels).to_ngram_model()
+    part.save(path)
+    logger.info("n-gram part: %d features fitted on %d rows", len(part.vocabulary), len(rows))
+    return {**part.describe(), "train_rows": len(rows), "rows": cfg.ngram_rows,
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def write_history(paths: RunPaths, history: list[dict]) -> Path:

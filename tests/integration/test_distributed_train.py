@@ -144,7 +144,7 @@ def test_saved_model_scores_the_same_in_one_process(runs):
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     rows = load_split(double, "validation")
     loader, _ = make_eval_loader([r["text"] for r in rows], [r["label"] for r in rows], tokenizer,
-                                 meta["max_len"], batch_size=GLOBAL_BATCH)
+                                 meta["max_len"], batch_size=GLOBAL_BATCH, truncation=meta["truncation"])
     accelerator = Accelerator(cpu=True)
     model, loader = accelerator.prepare(model, loader)
     again = validate(accelerator, model, loader, make_loss(TrainConfig(model_name="tiny", **SETTINGS)))

@@ -18,7 +18,8 @@ def test_notebook_03_trains_the_tiny_model(prepared_run_dir, tmp_path):
     run_notebook("03_train", run, {"MODEL_NAME": "tiny", "EPOCHS": 3, "CHECKPOINT_EVERY": 20})
     paths = RunPaths(run)
 
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "lawclf_meta.json", "training_history.json"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "lawclf_meta.json", "training_history.json",
+                 "ngram.npz"):
         assert (paths.model / name).is_file(), name
     for name in ("training_history.png", "token_lengths.png"):
         assert (paths.reports / name).stat().st_size > 1000, name
@@ -35,5 +36,8 @@ def test_notebook_03_trains_the_tiny_model(prepared_run_dir, tmp_path):
     meta = read_model_meta(paths.model)
     assert meta["max_len"] == results["max_len"] and meta["max_len"] % 16 == 0
     assert "auto" in meta["max_len_choice"] and meta["threshold"] == 0.5
+    # the defaults: head+tail truncation, and the n-gram part fitted beside the model
+    assert meta["truncation"] == results["truncation"] == "head_tail"
+    assert meta["ngram"]["features"] == results["ngram_features"] > 100
     # length grouping leaves far less padding than padding everything to MAX_LEN
     assert results["padding_fraction_grouped"] < results["padding_fraction_fixed"] / 2

@@ -36,3 +36,9 @@ def test_notebook_04_evaluates_on_test_and_stores_the_threshold(trained_run_dir,
     if metrics["probes"]:
         assert results["probe_accuracy"] == pytest.approx(metrics["probes"]["accuracy"])
         assert all({"text", "score", "correct"} <= set(item) for item in metrics["probes"]["items"])
+    # the combined model: the ablation on the same split, and the length buckets
+    assert results["combine"] == metrics["combine"]["method"] == read_model_meta(paths.model)["combine"]["method"]
+    assert set(results["ablation_f1"]) == {"model", "ngram", "combined"}
+    assert results["ablation_f1"]["combined"] == pytest.approx(metrics["f1"])
+    order = ["<15", "15-29", "30-59", "60-119", ">=120"]  # shortest first; buckets with no test rows are left out
+    assert results["length_buckets"] == [b for b in order if b in results["length_buckets"]] and len(results["length_buckets"]) >= 3

@@ -22,7 +22,7 @@ def test_latency_benchmark_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| 16 |" in proc.stdout and "original (pad 512)" in proc.stdout
     res = json.loads(out.read_text())["shapes"]["tiny"]
-    assert set(res["latency_ms"]) == {"torch", "ort-fp32", "ort-int8", "original", "int8-bare"}  # one process each
+    assert set(res["latency_ms"]) == {"torch", "ort-fp32", "ort-int8", "ort-int8+ngram", "original", "int8-bare"}  # one process each
     assert "Predictor overhead" in proc.stdout
     assert all(v > 0 for v in res["throughput_per_s"].values())
     assert (tmp_path / "models" / "tiny" / "onnx" / "model.int8.onnx").is_file()

@@ -185,3 +185,18 @@ def test_choose_threshold_fpr_cap_needs_sources_and_reports_the_binding_one():
     info = choose_threshold(labels, scores, "fpr_cap", sources=[r["source"] for r in rows], max_source_fpr=0.03)
     assert info["threshold"] > 0.65 and info["binding_source"] == "tricky"
     assert info["max_f1_threshold"] <= 0.65 and info["strategy"] == "fpr_cap"
+
+
+def test_the_ngram_part_fits_every_train_row_but_the_suspected_noise():
+    from lawclf.config import TrainConfig
+    from lawclf.train import _apply_recipe
+
+    rows = _corpus()
+    cfg = TrainConfig(recipe="robust", recipe_negatives=40, noise_threshold=0.5, oof_folds=3)
+    kept, _, chosen, ngram_rows = _apply_recipe(rows, None, cfg)
+    noise = {r["text"] for r in chosen.suspected_noise}
+    assert noise and len(kept) < len(ngram_rows) == len(rows) - len(noise)  # the model's budget is not the n-grams'
+    assert not noise & {r["text"] for r in ngram_rows}
+    same = _apply_recipe(rows, None, TrainConfig(recipe="robust", recipe_negatives=40, noise_threshold=0.5,
+                                                  oof_folds=3, ngram_rows="recipe"))
+    assert same[3] == same[0] == kept

@@ -95,9 +95,12 @@ def test_goals_judge_the_best_int8_row_against_the_baselines_best_threshold(qual
     assert goals["beats tfidf f1"] == (0.93, False)
     assert goals["beats tfidf pr_auc"] == (0.981, True)
     assert quality._goals([tfidf], [], 0.03) == {"note": "no model trained"}
+    no_baseline = quality._goals([weak, strong], [], 0.03)  # --no-baselines: model rows only
+    assert no_baseline["beats tfidf f1"] == (None, None) and no_baseline["best_model"].startswith("m3e:robust")
     table = quality.leave_one_out_markdown(quality.leave_one_out_rows([tfidf, weak, strong], held)).splitlines()
     assert len(table) == 2 + 2 + 2  # header, two in-distribution rows, two left-out rows
-    assert "| m3e:robust | smile | non-legal | 10 | FPR | 0.200 | 0.200 |" in table[-2] and table[-2].endswith("| no |")
+    # served, model part, n-gram part (none recorded here), TF-IDF, keyword, PR-AUC served / model part / TF-IDF
+    assert table[-2] == "| m3e:robust | smile | non-legal | 10 | FPR | 0.200 | – | – | 0.200 | – | 0.900 | – | 0.950 | no |"
     assert "| LawBench | legal | 20 | recall | 0.950 |" in table[-1] and table[-1].endswith("| yes |")  # PR-AUC 0.97 > 0.96
 
 
