@@ -88,7 +88,7 @@ def test_two_passes_store_and_score_each_post_once(tmp_path, fake):
         (tmp_path / "out" / "digests" / f"pass-{second['pass_id']:06d}.html").read_text()
 
 
-def test_a_node_walk_stops_at_the_first_page_with_nothing_new(tmp_path, fake):
+def test_a_node_walk_stops_at_the_first_page_that_reaches_what_was_stored(tmp_path, fake):
     cfg = _cfg(tmp_path, fake, feeds="")
     job.run_pass(cfg, KeywordScorer(), _client(fake))
     fake.requests.clear()
@@ -96,7 +96,7 @@ def test_a_node_walk_stops_at_the_first_page_with_nothing_new(tmp_path, fake):
     result = job.run_pass(cfg, KeywordScorer(), _client(fake))
     pages = [q.get("page") for path, q in fake.requests if path == "/api/topics/show.json"]
     assert result["new_posts"] == 1
-    assert pages == ["1", "2"]  # page 1 had the new post, page 2 nothing new: stop
+    assert pages == ["1"]  # page 1 had the new post and reached the posts stored before: stop
 
 
 def test_a_feed_that_overlaps_page_one_does_not_end_the_walk(tmp_path):

@@ -42,6 +42,17 @@ crawl_state = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: Where each node walk of the screening job (``v2ex.refresh``) may stop: ``mark`` is the walk key
+#: (``last_touched``, else the topic id) of the newest topic when the last *complete* walk began —
+#: everything at or below it is stored — and ``pending`` the newest when the unfinished walk began.
+walk_marks = sa.Table(
+    "walk_marks", metadata,
+    sa.Column("task", sa.String(200), primary_key=True),
+    sa.Column("mark", sa.Float),
+    sa.Column("pending", sa.Float),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 #: Requests that still failed after every retry (the page is retried on the next run).
 crawl_failures = sa.Table(
     "crawl_failures", metadata,
@@ -141,6 +152,21 @@ def set_state(conn: Connection, task: str, next_page: int, done: bool, pages_fet
     stmt = stmt.on_conflict_do_update(index_elements=["task"],
                                       set_={k: stmt.excluded[k] for k in values if k != "task"})
     conn.execute(stmt)
+
+
+def get_walk_marks(conn: Connection, task: str) -> tuple[Optional[float], Optional[float]]:
+    """``(mark, pending)`` of one node walk (see :data:`walk_marks`); ``(None, None)`` before its first."""
+    row = conn.execute(sa.select(walk_marks.c.mark, walk_marks.c.pending)
+                       .where(walk_marks.c.task == task)).first()
+    return (None, None) if row is None else (row[0], row[1])
+
+
+def set_walk_marks(conn: Connection, task: str, mark: Optional[float], pending: Optional[float]) -> None:
+    insert = _insert_for(conn)
+    values = dict(task=task, mark=mark, pending=pending, updated_at=utcnow())
+    stmt = insert(walk_marks).values(values)
+    conn.execute(stmt.on_conflict_do_update(index_elements=["task"],
+                                            set_={k: stmt.excluded[k] for k in values if k != "task"}))
 
 
 def record_failure(conn: Connection, task: str, page: int, error: str) -> None:

@@ -21,7 +21,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import requests
 from sqlalchemy.engine import Engine
@@ -314,68 +314,98 @@ def _task(client: V2EXClient, node: str) -> str:
     return f"{client.api_version}:node:{node}"
 
 
+def walk_key(topic: Mapping[str, Any]) -> float:
+    """Where a topic sits in a node's listing: its ``last_touched`` (V2EX lists a node by activity),
+    else its id (the fake server and created-ordered lists). Newer = larger."""
+    value = topic.get("last_touched")
+    return float(value if isinstance(value, (int, float)) else topic["id"])
+
+
 def refresh(engine: Engine, client: V2EXClient, nodes: Iterable[str] = (), feeds: Iterable[str] = ("latest",),
             max_pages: int = 3, task_prefix: str = "screen",
             on_page: Optional[Callable[[str, int], None]] = None) -> dict[str, Any]:
-    """Fetch what is new: each feed once, each node from page 1 until a page brings no new topic.
+    """Fetch what is new: each feed once, each node page by page until the walk reaches what was stored.
 
-    The screening job's crawl, unlike :func:`crawl`'s back-fill. A walk's position is committed
-    with each page's topics, so a pass killed mid-walk resumes at the page it lost and then
-    starts the next walk from page 1; pages shifted by topics posted in between only repeat
-    topics, which the upsert ignores. Failed requests are recorded and reported, not raised.
+    The screening job's crawl, unlike :func:`crawl`'s back-fill. A node walk ends at the first page
+    that reaches the node's *mark* — the newest topic (:func:`walk_key`) when the last complete walk
+    began, so everything at or below it is stored — or at the node's last page. Only then does the
+    mark move up, to where this walk began. A walk cut short keeps its place instead: a kill, a failed
+    request or the ``max_pages`` cap (pages per node per pass) leaves the next pass to carry on at the
+    page it stopped at, then to walk again from page 1 for what was posted meanwhile. Pages shifted by
+    new topics only repeat topics, which the upsert ignores; a topic bumped above the walk is newer
+    than the mark, so the next walk sees it. Each page's topics, position and marks are committed in
+    one transaction. A cap that stops a walk short of its mark is a *gap*, reported with the failures
+    (the pass is ``partial``) until a later pass closes it; a node's first walk is its baseline: it
+    ends at the cap without a gap (older topics are history, not new). Failed requests are recorded
+    and reported, not raised.
     """
     nodes, feeds = [n for n in nodes if n], [f for f in feeds if f]
     unknown = [f for f in feeds if f not in FEEDS]
     if unknown:
         raise ValueError(f"unknown feed(s) {unknown}; expected some of {FEEDS}")
-    summary: dict[str, Any] = {"pages": 0, "topics": 0, "new": 0, "failures": []}
-    #: Topics first stored by this call: a node page that repeats what the feed just brought in
-    #: still counts as new (the feed and page 1 overlap), or the walk would stop before page 2.
-    new_this_pass: set[tuple[str, str]] = set()
+    summary: dict[str, Any] = {"pages": 0, "topics": 0, "new": 0, "failures": [], "gaps": []}
 
-    def save(task: str, topics: list[dict], node: Optional[str], next_page: Optional[int], page: int) -> int:
-        rows = [topic_to_row(t, node) for t in topics]
-        with engine.begin() as conn:
-            counts = store.upsert_posts(conn, rows, new_keys=new_this_pass)
-            if next_page is not None:
+    def save(task: str, topics: list[dict], node: Optional[str], page: int,
+             position: Optional[tuple[int, Optional[float], Optional[float]]] = None) -> None:
+        with engine.begin() as conn:  # topics, walk position and marks: all or nothing
+            counts = store.upsert_posts(conn, [topic_to_row(t, node) for t in topics])
+            if position is not None:
+                next_page, mark, pending = position
                 store.set_state(conn, task, next_page, next_page == 1, 0)
+                store.set_walk_marks(conn, task, mark, pending)
         summary["pages"] += 1
         summary["topics"] += len(topics)
         summary["new"] += counts["new"]
         if on_page:
             on_page(task, page)
-        return sum((r["source"], r["external_id"]) in new_this_pass for r in rows)
-
-    def fail(task: str, page: int, exc: Exception) -> None:
-        _record_failure(engine, summary, task, page, exc)
 
     for name in feeds:
         task = f"{task_prefix}:feed:{name}"
         try:
-            save(task, client.feed(name), None, None, 1)
+            save(task, client.feed(name), None, 1)
         except FetchError as exc:
-            fail(task, 1, exc)
+            _record_failure(engine, summary, task, 1, exc)
     for node in nodes:
         task = f"{task_prefix}:{_task(client, node)}"
         with engine.connect() as conn:
             page = store.get_state(conn, task)["next_page"]
-        resumed = page > 1
+            mark, pending = store.get_walk_marks(conn, task)
+        if page == 1:
+            pending = None  # a fresh walk: it begins at the newest topic of its page 1
+        fresh_walk_done = page == 1  # after finishing an interrupted walk, walk once more from page 1
+        fetched = 0
         while True:
+            if fetched >= max_pages:
+                if mark is None:  # the node's first walk: its baseline ends here
+                    with engine.begin() as conn:
+                        store.set_state(conn, task, 1, True, 0)
+                        store.set_walk_marks(conn, task, pending, None)
+                else:
+                    gap = {"task": task, "page": page, "error": f"gap: {fetched} pages (max_pages) did not reach "
+                           "the posts stored before; the next pass carries on from here"}
+                    summary["gaps"].append(gap)
+                    summary["failures"].append(gap)
+                break
             try:
                 topics, pages = client.node_page(node, page)
             except FetchError as exc:
-                fail(task, page, exc)
+                _record_failure(engine, summary, task, page, exc)
                 break
-            last = (not topics or page >= max_pages or (pages is not None and page >= pages))
-            new = save(task, topics, node, 1 if last else page + 1, page)
-            if last or (new == 0 and not resumed):
-                if not last:  # nothing new here: the walk is over, the next one starts at page 1
-                    with engine.begin() as conn:
-                        store.set_state(conn, task, 1, True, 0)
-                if resumed:  # the interrupted walk is done; now look at what was posted meanwhile
-                    page, resumed = 1, False
-                    continue
+            fetched += 1
+            keys = [walk_key(t) for t in topics]
+            if page == 1 and pending is None and keys:
+                pending = max(keys)
+            reached = (not topics or (pages is not None and page >= pages)
+                       or (mark is not None and min(keys) <= mark))
+            if not reached:
+                save(task, topics, node, page, (page + 1, mark, pending))
+                page += 1
+                continue
+            marks = [m for m in (mark, pending) if m is not None]
+            mark, pending = (max(marks) if marks else None), None
+            save(task, topics, node, page, (1, mark, None))
+            if fresh_walk_done:
                 break
-            page += 1
+            page, fresh_walk_done = 1, True
     summary.update(requests=client.stats.requests, retries=client.stats.retries)
     return summary
