@@ -56,7 +56,32 @@ PARAMS = {"03_train": {"MODEL_NAME": "tiny", "CHECKPOINT_EVERY": 10}}
 SHOWN = ("torch", "transformers", "accelerate", "tokenizers", "numpy", "onnx", "onnxruntime", "pandas",
          "scikit-learn")
 
-GOOGLE_COLAB = '''"""Stand-in for Colab's google.colab (scripts/colab_like.py): only drive.mount."""
+GOOGLE_COLAB = '''"""Stand-in for Colab's google.colab (scripts/colab_like.py): drive.mount and the output proxy calls."""
+'''
+GOOGLE_COLAB_OUTPUT = '''"""Records the calls that ask Colab's front end to proxy a kernel port (one JSON line each in
+$LAWCLF_COLAB_OUTPUT_LOG); eval_js answers proxyPort as Colab does, with a URL of the proxy."""
+import json
+import os
+import re
+
+
+def _record(**call):
+    with open(os.environ["LAWCLF_COLAB_OUTPUT_LOG"], "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(call) + "\\n")
+
+
+def serve_kernel_port_as_iframe(port, path="/", width="100%", height="400", cache_in_notebook=False):
+    _record(call="serve_kernel_port_as_iframe", port=int(port), path=path)
+
+
+def serve_kernel_port_as_window(port, path="/", anchor_text=None):
+    _record(call="serve_kernel_port_as_window", port=int(port), path=path)
+
+
+def eval_js(script, ignore_result=False, timeout_sec=None):
+    _record(call="eval_js", script=script)
+    match = re.fullmatch(r"google\\.colab\\.kernel\\.proxyPort\\((\\d+)\\)", script.strip())
+    return f"https://{match.group(1)}-colab-like.googleusercontent.example/" if match else None
 '''
 GOOGLE_COLAB_DRIVE = '''"""drive.mount links the mount point to $LAWCLF_FAKE_DRIVE (shared by every "runtime")."""
 import os
@@ -134,6 +159,7 @@ def make_runtime(work: Path, versions: str) -> tuple[Path, dict[str, str]]:
     (site / "google" / "colab").mkdir(parents=True, exist_ok=True)  # no google/__init__.py: a namespace
     (site / "google" / "colab" / "__init__.py").write_text(GOOGLE_COLAB, encoding="utf-8")
     (site / "google" / "colab" / "drive.py").write_text(GOOGLE_COLAB_DRIVE, encoding="utf-8")
+    (site / "google" / "colab" / "output.py").write_text(GOOGLE_COLAB_OUTPUT, encoding="utf-8")
     (site / "colab_like_startup.pth").write_text("import google.colab\n", encoding="utf-8")  # as Colab's kernel
     sh([str(py), "-m", "ipykernel", "install", "--prefix", str(work / "jupyter"), "--name", "colab-like"],
        env=env, capture_output=True)
@@ -144,6 +170,7 @@ def make_runtime(work: Path, versions: str) -> tuple[Path, dict[str, str]]:
     env.update({"JUPYTER_PATH": str(work / "jupyter" / "share" / "jupyter"),
                 "PATH": f"{shim}:{venv / 'bin'}:{env.get('PATH', '')}", "MPLBACKEND": "Agg",
                 "HF_HUB_OFFLINE": "1", "LAWCLF_FAKE_DRIVE": str(work / "drive"), "LAWCLF_APT_LOG": str(work / "apt.log"),
+                "LAWCLF_COLAB_OUTPUT_LOG": str(work / "colab-output.log"),
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONUNBUFFERED": "1"})
     return py, env
 
@@ -192,6 +219,19 @@ def disconnect_during_training(remote: Path, work: Path, env: dict[str, str]) ->
                          "the disconnect could not be simulated")
 
 
+def check_pages_proxied(log: Path, drive_run: Path) -> None:
+    """06's demo page and 07's review page went through Colab's proxy (the stand-in's record), and each
+    notebook recorded the proxied address it printed."""
+    calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+    iframes = [c for c in calls if c["call"] == "serve_kernel_port_as_iframe"]
+    for notebook, key in (("06_serve", "demo_page"), ("07_screen", "review_page")):
+        page = json.loads((drive_run / "reports" / f"{notebook}.json").read_text(encoding="utf-8")).get(key, "")
+        port = re.match(r"https://(\d+)-colab-like\.", page)
+        if not port or not any(c["port"] == int(port.group(1)) for c in iframes):
+            raise SystemExit(f"FAILED: {notebook} did not show its page through Colab's proxy "
+                             f"(recorded {key}={page!r}; proxy calls: {calls})")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--versions", choices=("newest", "lowest"), default="newest")
@@ -229,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     apt = (work / "apt.log").read_text(encoding="utf-8").count("fonts-wqy-microhei") if (work / "apt.log").exists() else 0
     if apt < 5:
         raise SystemExit(f"FAILED: only {apt} notebooks asked apt-get for the CJK font (01-05 draw Chinese text)")
+    check_pages_proxied(work / "colab-output.log", drive_run)
     listed = json.loads(subprocess.run([str(py), "-m", "pip", "list", "--format", "json"], check=True,
                                        capture_output=True, text=True).stdout)
     versions = {d["name"].lower(): d["version"] for d in listed}

@@ -63,7 +63,7 @@ def run_fingerprint(cfg: TrainConfig, rows: Sequence[dict], weights: Optional[Se
     process count: a checkpoint's sampler position and per-process RNG states only mean
     something with the same number of processes)."""
     h = hashlib.sha256()
-    ignore = {"resume", "checkpoint_every", "run_dir"}
+    ignore = {"resume", "checkpoint_every", "run_dir", "keep_checkpoints"}
     settings = {k: v for k, v in to_dict(cfg).items() if k not in ignore}
     h.update(json.dumps({**settings, "processes": processes}, sort_keys=True).encode())
     for r in rows:

@@ -12,7 +12,9 @@ Each notebook calls, right after its parameters cell::
 
 ``require`` rebuilds cheap inputs (the splits of the embedded sample) and stops with a
 message naming the notebook to run first when an expensive one (a trained model, an
-export) is missing.
+export) is missing. ``show_page`` shows a page served by the runtime (06's demo page, 07's
+review page): a Colab user's browser cannot reach the runtime's ``127.0.0.1``, so in Colab
+it goes through Colab's own proxy.
 
 Environment (for the Colab-like CI job, ``scripts/colab_like.py``): ``LAWCLF_COLAB_ROOT``
 is Colab's ``/content``.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from lawclf.config import RunPaths
 
@@ -106,3 +109,28 @@ def require(run_dir: str, notebook: str) -> None:
     label = {"model": "训练好的模型（model/）", "onnx": "导出的 ONNX 模型（onnx/）"}[what]
     raise MissingPrerequisite(f"{run_dir} 里没有{label}：请先用同一个 RUN_DIR 运行 {maker}"
                               f"（在 Colab 里它会存到 Google Drive，之后每个运行时都能找到）。")
+
+
+def show_page(url: str, path: str = "/", height: int = 520) -> str:
+    """Show the page at ``url`` + ``path`` that a server in this runtime serves; returns the address to open.
+
+    In Colab the browser runs on the user's machine and cannot reach the runtime's loopback, so the
+    page is embedded in the cell's output through Colab's proxy
+    (``google.colab.output.serve_kernel_port_as_iframe``) and the proxied address
+    (``google.colab.kernel.proxyPort``) is printed for a new tab; only the user's own signed-in
+    browser can open it. Elsewhere the loopback address is printed as it is.
+    """
+    parts = urlsplit(url)
+    if parts.port is None:
+        raise ValueError(f"show_page needs a URL with a port, got {url!r}")
+    path = "/" + path.lstrip("/")
+    if not in_colab():
+        address = url.rstrip("/") + path
+        print(f"在浏览器里打开：{address}")
+        return address
+    from google.colab import output  # only exists in Colab (mypy: ignore_missing_imports)
+
+    output.serve_kernel_port_as_iframe(parts.port, path=path, height=height)
+    address = str(output.eval_js(f"google.colab.kernel.proxyPort({parts.port})")).rstrip("/") + path
+    print(f"上面嵌入的就是这个页面；在新标签页里打开（经 Colab 的代理，只有你自己登录的浏览器能打开）：{address}")
+    return address

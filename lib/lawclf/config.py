@@ -242,6 +242,9 @@ class TrainConfig(_Checked):
     #: Save resumable state every N optimizer steps (0 = only at epoch ends).
     checkpoint_every: int = 200
     resume: bool = True
+    #: Keep checkpoints/ after a finished run (a finished run is never resumed, and for bert-base the
+    #: full state is ~1.2 GB on Drive); off = removed once the best model is saved.
+    keep_checkpoints: bool = False
     seed: int = 42
     #: 0 = use all; otherwise subsample the train split (quick runs).
     max_train_samples: int = 0

@@ -57,7 +57,7 @@ HOW_TO_GET_ONE = (
     "Chinese text needs a font with CJK glyphs (otherwise it is drawn as empty boxes). "
     "Get one and run again:\n"
     "  - Debian/Ubuntu:  sudo apt-get install fonts-wqy-microhei\n"
-    "  - Google Colab:   !apt-get -qq install fonts-noto-cjk\n"
+    "  - Google Colab:   !apt-get -qq install fonts-wqy-microhei (what the notebooks' install cell does)\n"
     "  - or point at any .ttf/.otf/.ttc with Chinese glyphs: set FONT_PATH=/path/to/font "
     "(or the FONT_PATH notebook parameter / --font-path flag)."
 )

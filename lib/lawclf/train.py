@@ -281,7 +281,8 @@ def training_parts(cfg: TrainConfig) -> SimpleNamespace:
     """The pieces :func:`train` puts together, built by the same helpers but without Accelerate, for
     a reader to take optimisation steps by hand (notebook 03): a fresh ``model`` and its
     ``tokenizer``, the length-grouped ``loader`` over the train split, the ``loss_fn``, AdamW
-    ``optimizer`` and warm-up ``scheduler``, ``max_len`` and ``total_steps``. Nothing is written."""
+    ``optimizer`` and warm-up ``scheduler``, ``max_len``, ``total_steps`` and the ``device`` the model is on
+    (the training device). Nothing is written; :func:`free_memory` after ``del`` gives the memory back."""
     from accelerate.utils import set_seed
 
     from lawclf.data import load_split
@@ -291,9 +292,24 @@ def training_parts(cfg: TrainConfig) -> SimpleNamespace:
     tokenizer, model = build_or_load(cfg.model_name, [r["text"] for r in rows], _tiny_spec(cfg), seed=cfg.seed)
     max_len, _ = _max_len(cfg, model, token_lengths(tokenizer, [r["text"] for r in rows]))
     loader, batch_sampler = make_train_loader(rows, tokenizer, cfg, max_len)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where Accelerate will put train()'s model
+    model.to(device)  # the training device: on a GPU runtime the hand steps run where train() will
     optimizer, scheduler, total = _optimiser(cfg, model, len(batch_sampler))
     return SimpleNamespace(tokenizer=tokenizer, model=model.train(), loader=loader, loss_fn=make_loss(cfg),
-                           optimizer=optimizer, scheduler=scheduler, max_len=max_len, total_steps=total)
+                           optimizer=optimizer, scheduler=scheduler, max_len=max_len, total_steps=total,
+                           device=device)
+
+
+def free_memory() -> Optional[int]:
+    """Collect what nothing refers to any more (notebook 03's hand-step model, before :func:`train`); on
+    CUDA also empty the allocator's cache and return the bytes still allocated (None without a GPU)."""
+    import gc
+
+    gc.collect()
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.empty_cache()
+    return int(torch.cuda.memory_allocated())
 
 
 def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
@@ -474,6 +490,11 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
         summary["ngram"] = fit_ngram_part(cfg, ngram_rows, paths)
         write_model_meta(paths.model, training={k: v for k, v in summary.items() if k != "history"},
                          ngram=summary["ngram"])
+        if state.finished and not cfg.keep_checkpoints:  # never resumed again: free the disk (Drive in Colab)
+            shutil.rmtree(paths.checkpoints, ignore_errors=True)
+            _say(accelerator, f"removed {paths.checkpoints} (a finished run is not resumed; "
+                              "KEEP_CHECKPOINTS / --keep-checkpoints keeps it)")
+        summary["checkpoints_kept"] = paths.checkpoints.exists()
         try:
             plot_history(state.history, paths.reports / "training_history.png")
         except Exception as exc:  # a plot must never lose a trained model

@@ -87,7 +87,7 @@ def runs(prepared_run_dir, tmp_path_factory):
     single = Path(shutil.copytree(data, base / "single"))
     train(TrainConfig(run_dir=str(single), model_name=str(init), batch_size=GLOBAL_BATCH, **SETTINGS))
     double = Path(shutil.copytree(data, base / "double"))
-    proc = launch_two_processes(double, base, ("--model-name", str(init)))
+    proc = launch_two_processes(double, base, ("--model-name", str(init), "--keep-checkpoints"))
     assert proc.returncode == 0, f"accelerate launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return single, double, proc.stdout + proc.stderr
 

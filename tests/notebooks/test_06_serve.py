@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -21,6 +22,7 @@ def test_notebook_06_serves_calls_and_stops(exported_run_dir, tmp_path, server):
 
     results = read_results(run, "06_serve")
     assert results["server"] == server
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", results["demo_page"])  # outside Colab: the loopback page
     assert results["predict_status"] == 200 and 0.0 <= results["predict_score"] <= 1.0
     assert results["batch_count"] == 10
     assert results["error_statuses"] == {"不是 JSON": 415, "JSON 写错了": 400, "字段名写错": 400, "文本是空的": 400,

@@ -18,6 +18,7 @@ def test_notebook_07_runs_the_whole_loop(exported_run_dir, tmp_path):
     executed = run_notebook("07_screen", run, {"EPOCHS": 2})
     r = read_results(run, "07_screen")
     assert r["screen"] is False
+    assert r["review_page"].startswith("http://127.0.0.1:")  # the page was served (and stopped at the end)
     assert r["first_pass"]["status"] == "ok" and r["first_pass"]["new_posts"] == r["first_pass"]["scored"] == 30
     assert r["webhook_messages"] >= 2  # wecom + json for the first digest
     assert r["reviewed"] >= r["first_pass"]["flagged"] > 0

@@ -72,3 +72,34 @@ def test_a_model_folder_counts_only_when_complete(tmp_path):
     assert not colab.missing(str(tmp_path), "model")
     with pytest.raises(ValueError):
         colab.missing(str(tmp_path), "weights")
+
+
+@pytest.fixture
+def fake_colab_output(monkeypatch):
+    """A stand-in ``google.colab.output`` that records what the notebook asked Colab's front end to do."""
+    calls = []
+    output = types.SimpleNamespace(
+        serve_kernel_port_as_iframe=lambda port, path="/", height=420, **kw: calls.append(("iframe", port, path)),
+        eval_js=lambda js: calls.append(("eval_js", js)) or f"https://{js.split('(')[1].rstrip(')')}-proxy.example/")
+    google = types.ModuleType("google")
+    pkg = types.ModuleType("google.colab")
+    pkg.output = output
+    google.colab = pkg
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", pkg)
+    return calls
+
+
+def test_in_colab_a_page_is_shown_through_colabs_proxy(fake_colab_output, capsys):
+    address = colab.show_page("http://127.0.0.1:8123", "/")
+    assert fake_colab_output == [("iframe", 8123, "/"), ("eval_js", "google.colab.kernel.proxyPort(8123)")]
+    assert address == "https://8123-proxy.example/" and address in capsys.readouterr().out
+    assert colab.show_page("http://127.0.0.1:8123/", "api/posts") == "https://8123-proxy.example/api/posts"
+
+
+def test_outside_colab_a_page_is_its_loopback_address(monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert colab.show_page("http://127.0.0.1:8123/", "/") == "http://127.0.0.1:8123/"
+    assert "http://127.0.0.1:8123/" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="needs a URL with a port"):
+        colab.show_page("http://example.org/")

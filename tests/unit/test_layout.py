@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
 
@@ -189,12 +190,58 @@ def test_the_colab_install_cell_works_in_a_running_kernel(name):
     assert 'sys.path.insert(0, os.path.join(SRC, "lib"))' in cell
     assert "notebooks]" not in cell  # papermill/ipykernel could replace Colab's own kernel packages
     install = [line for line in cell.splitlines() if '"pip", "install"' in line]
-    assert len(install) == 1 and "check_call" in install[0]  # a failed install stops the notebook (%pip does not)
-    assert "torch" not in install[0] and not re.search(r"^\s*%pip", cell, re.M)  # Colab's CUDA torch stays
-    assert cell.count("https://github.com/") == 1 and "{REPO_URL}" in cell  # one clone address per notebook
+    assert len(install) == 1 and install[0].lstrip().startswith("step(")  # a failed install stops the notebook
+    assert "torch" not in install[0] and not re.search(r"^\s*[%!]", cell, re.M)  # Colab's CUDA torch stays; no magics
+    assert cell.count("https://github.com/") == 1 and "REPO_URL, SRC]" in cell  # one clone address per notebook
     assert 'os.environ.get("LAWCLF_REPO_URL"' in cell  # the Colab-like CI job points it at a local clone
     if name[:2] in {"01", "02", "03", "04", "05"}:  # they draw Chinese text
         assert "fonts-wqy-microhei" in cell and "apt-get -qq update" in cell
+
+
+def _install_cell(name: str) -> str:
+    nb = json.loads((REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"))
+    return next("".join(c["source"]) for c in nb["cells"]
+                if c["cell_type"] == "code" and "google.colab" in "".join(c["source"]))
+
+
+def _run_install_cell(name: str, tmp_path, repo_url: str, **env: str):
+    """The install cell as Colab runs it (a stand-in google.colab imported), in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')\n" + _install_cell(name)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "LAWCLF_REPO_URL": repo_url, "LAWCLF_COLAB_ROOT": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize("name", ["01_data_prep", "06_serve"])
+def test_a_wrong_repository_address_stops_the_install_cell_with_one_line(name, tmp_path):
+    done = _run_install_cell(name, tmp_path, str(tmp_path / "no-such-repo"))
+    assert done.returncode == 1 and not (tmp_path / "lawclf").exists()
+    assert done.stderr.strip().count("\n") == 0, done.stderr  # one line: the step and git's own reason
+    assert done.stderr.startswith(f"安装在“git clone {tmp_path / 'no-such-repo'}”这一步失败：fatal:")
+
+
+def test_a_failed_pip_step_is_named_and_stops_before_the_font(tmp_path):
+    import subprocess
+
+    src = tmp_path / "lawclf"  # a "clone" whose package cannot be installed
+    src.mkdir()
+    (src / "pyproject.toml").write_text("[project]\nname = 'broken'\nversion = 'x'\n", encoding="utf-8")
+    subprocess.run(["git", "init", "-q", str(src)], check=True)
+    done = _run_install_cell("03_train", tmp_path, "unused", PIP_NO_INDEX="1")
+    assert done.returncode == 1 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("安装在“pip install .[data,train]”这一步失败：ERROR")
+
+
+def test_every_clone_address_is_the_project_repository():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    repo = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"]
+    for name in NOTEBOOK_CONFIGS:
+        assert f'"{repo}.git"' in _install_cell(name), name
+        assert f"colab.research.google.com/github/{repo.removeprefix('https://github.com/')}/blob/" in (
+            REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text(encoding="utf-8"), name
 
 
 def test_environment_yml_installs_what_the_pip_extras_install():
@@ -233,9 +280,21 @@ def test_set_repo_rewrites_every_badge_and_clone_address(tmp_path):
     spec = importlib.util.spec_from_file_location("set_repo", REPO_ROOT / "scripts" / "set_repo.py")
     set_repo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(set_repo)
-    assert set_repo.main(["lawclf/lawclf", "--check"]) == 0  # the committed files agree with each other
+    assert set_repo.main(["--check"]) == 0  # every notebook and the README agree with pyproject's [project.urls]
+    assert set_repo.project_repo() == "lawclf/lawclf"
     for path in set_repo.files():
         new = set_repo.rewrite(path.read_text(encoding="utf-8"), "someone/fork", "dev")
         assert "lawclf/lawclf" not in new.replace("ghcr.io/lawclf/lawclf", "")
         if path.suffix == ".ipynb":
             assert "github/someone/fork/blob/dev/notebooks/" in new and "https://github.com/someone/fork.git" in new
+
+
+def test_one_font_instruction_everywhere():
+    from lawclf.fonts import HOW_TO_GET_ONE
+
+    installed = {m for name in NOTEBOOK_CONFIGS for m in re.findall(r"install -y (fonts-[\w-]+)", _install_cell(name))}
+    assert installed == {"fonts-wqy-microhei"}
+    assert "install fonts-wqy-microhei" in HOW_TO_GET_ONE
+    told = [HOW_TO_GET_ONE] + [p.read_text(encoding="utf-8") for p in (REPO_ROOT / "notebooks").glob("*.ipynb")]
+    told += [p.read_text(encoding="utf-8") for p in (REPO_ROOT / "docs").glob("*.md")]
+    assert not any(re.search(r"install\S* (-\S+ )*fonts-(?!wqy-microhei)", t) for t in told)

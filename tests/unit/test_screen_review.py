@@ -144,3 +144,22 @@ def test_exported_reviews_feed_prepare(screened, tmp_path):
     rows = [json.loads(line) for split in ("train", "validation", "test")
             for line in (tmp_path / "run" / "splits" / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
     assert {r["text"]: r["label"] for r in rows}[normalise_text(TEXTS[1])] == 0
+
+
+def test_the_review_page_runs_on_a_background_thread_and_stops(screened):
+    import requests
+
+    from lawclf.screen.review import ReviewServer
+
+    srv = ReviewServer(screened).start()
+    try:
+        assert srv.url.startswith("http://127.0.0.1:")
+        assert requests.get(srv.url + "/", timeout=10).status_code == 200
+        posts = requests.get(srv.url + "/api/posts?queue=flagged", timeout=10).json()["posts"]
+        assert [p["title"] for p in posts] == [TEXTS[4], TEXTS[1], TEXTS[0]]
+    finally:
+        srv.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(srv.url + "/healthz", timeout=2)
+    with pytest.raises(ConfigError, match="loopback only"):
+        ReviewServer(ScreenConfig(**{**screened.__dict__, "review_host": "0.0.0.0", "review_token": "t" * 32}))

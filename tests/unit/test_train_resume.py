@@ -34,7 +34,8 @@ def write_splits(run_dir: Path, seed: int = 0, n_train: int = 80, n_val: int = 2
 
 def cfg_for(run_dir: Path, **kw) -> TrainConfig:
     base = dict(run_dir=str(run_dir), model_name="tiny", epochs=3, batch_size=8, max_len=32, learning_rate=3e-3,
-                checkpoint_every=3, tiny_layers=1, tiny_hidden=32, tiny_heads=2, tiny_vocab_size=100, patience=0)
+                checkpoint_every=3, tiny_layers=1, tiny_hidden=32, tiny_heads=2, tiny_vocab_size=100, patience=0,
+                keep_checkpoints=True)
     return TrainConfig(**{**base, **kw})
 
 
@@ -118,3 +119,13 @@ def test_fingerprint_depends_on_the_process_count(tmp_path):
     assert run_fingerprint(cfg, rows, None) == run_fingerprint(cfg, rows, None, processes=1)
     assert run_fingerprint(cfg, rows, None, processes=2) != run_fingerprint(cfg, rows, None, processes=1)
     assert run_fingerprint(cfg, rows[:1], None) != run_fingerprint(cfg, rows, None)
+
+
+def test_a_finished_run_removes_its_checkpoints_unless_asked_to_keep_them(tmp_path):
+    write_splits(tmp_path)
+    done = train(cfg_for(tmp_path, epochs=1, keep_checkpoints=False))
+    assert done["checkpoints_kept"] is False and not RunPaths(tmp_path).checkpoints.exists()
+    assert (RunPaths(tmp_path).model / "model.safetensors").is_file()  # the best model stays
+    with pytest.raises(Killed):  # an unfinished run keeps them: that is what resuming reads
+        train(cfg_for(tmp_path, epochs=2, keep_checkpoints=False), callbacks=[kill_at(4)])
+    assert (RunPaths(tmp_path).checkpoints / "latest" / "trainer_state.json").is_file()

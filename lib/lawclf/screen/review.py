@@ -240,6 +240,34 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     return app
 
 
+class ReviewServer:
+    """The review page on a background thread of this process (notebook 07; ``lawclf screen review`` is the
+    command-line way): ``srv = ReviewServer(cfg).start()``, ``srv.url``, ``srv.stop()``. Loopback only, like
+    the command's default; port 0 picks a free one."""
+
+    def __init__(self, cfg: ScreenConfig, port: int = 0):
+        from werkzeug.serving import make_server
+
+        if not is_loopback(cfg.review_host):
+            raise ConfigError(f"ScreenConfig.review_host: ReviewServer serves on loopback only, got {cfg.review_host!r}")
+        self._server = make_server(cfg.review_host, port, create_review_app(cfg), threaded=True)
+        self.url = f"http://{cfg.review_host}:{self._server.server_port}"
+        self._thread: Any = None
+
+    def start(self) -> "ReviewServer":
+        import threading
+
+        self._thread = threading.Thread(target=self._server.serve_forever, name="lawclf-review", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
 # --------------------------------------------------------------------------- export
 def export_reviews(cfg: ScreenConfig, min_chars: int = 5, max_chars: int = 512) -> dict[str, Any]:
     """Write reviewed posts (newest review per post) as ``legal.jsonl`` + ``nonlegal.jsonl``.
