@@ -38,12 +38,14 @@ lint: setup
 	$(VENV)/bin/ruff check lib tests benchmarks scripts
 	$(VENV)/bin/mypy
 
-# Each notebook in its own fresh Colab-like runtime, at the declared lower bounds and at the newest releases.
-# The two passes run side by side (mostly pip and kernel start-up); the lowest pass's log follows the newest's.
+# Each notebook in its own fresh Colab-like runtime, at Colab's recorded versions (constraints/colab-gpu.txt)
+# and at the declared lower bounds, after checking that every install cell resolves for Colab's Python.
+# The two passes run side by side (mostly pip and kernel start-up); the lowest pass's log follows.
 colab-check: setup
 	@mkdir -p runs
+	$(PY) scripts/colab_versions.py check
 	@$(PY) scripts/colab_like.py --versions lowest > runs/colab-lowest.log 2>&1 & low=$$!; \
-	$(PY) scripts/colab_like.py --versions newest; rc=$$?; \
+	$(PY) scripts/colab_like.py --versions colab; rc=$$?; \
 	wait $$low || rc=1; echo "--- lowest versions:"; cat runs/colab-lowest.log; exit $$rc
 
 test-fast: setup

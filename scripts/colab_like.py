@@ -1,7 +1,8 @@
 """Run every notebook the way Google Colab runs it: a CI job (``make colab-check``, in ``.ci/run``).
 
-    python scripts/colab_like.py --versions newest --work /tmp/colab-newest
+    python scripts/colab_like.py --versions colab  --work /tmp/colab-colab    # Colab's own versions
     python scripts/colab_like.py --versions lowest --work /tmp/colab-lowest
+    python scripts/colab_like.py --versions newest --work /tmp/colab-newest
 
 What it builds, and why each part is there:
 
@@ -10,14 +11,21 @@ What it builds, and why each part is there:
   install cell at it, so the notebooks clone it exactly as Colab clones GitHub.
 * **A fresh virtual environment holding only what Colab ships**: torch, transformers,
   accelerate, tokenizers, numpy, pandas, matplotlib, scikit-learn, requests, tqdm and the
-  Jupyter kernel — not lawclf, not onnxruntime, not jieba. ``--versions lowest`` installs
+  Jupyter kernel — not lawclf, not onnxruntime. ``--versions colab`` installs them (and the
+  other Colab packages the install cells touch: jieba, wordcloud, Flask, SQLAlchemy, protobuf,
+  IPython) at the versions of Colab's GPU runtime, ``constraints/colab-gpu.txt`` (from a
+  snapshot of googlecolab/backend-info: ``scripts/colab_versions.py``), and leaves the notebooks'
+  own ``pip install`` unconstrained, as in Colab; a notebook that changes a Colab package fails
+  the pass. ``--versions lowest`` installs
   the lower bound that ``pyproject.toml`` declares for every direct dependency (a
   constraints file, also applied to the notebooks' own ``%pip install``); ``newest`` the
   newest releases. torch stays at the CPU build on disk (Colab keeps its own CUDA build).
 * **A stand-in ``google.colab``** imported at kernel start-up (as Colab does), whose
   ``drive.mount`` links the mount point to one folder shared by all notebooks: that is
   "Google Drive", the only thing that outlives a runtime.
-* **Each notebook in its own fresh kernel and its own empty working folder** (Colab's
+* **Each notebook in its own fresh runtime**: the virtual environment is reset to its state
+  before any install cell (a hard-linked copy), so a notebook cannot lean on what an earlier
+  notebook installed; and its own fresh kernel and empty working folder (Colab's
   ``/content``: ``LAWCLF_COLAB_ROOT``), in series order, with nothing installed beforehand:
   its install cell must clone, install and import the library in one pass of "Run all".
 * **A disconnect** (``--disconnect``, on by default): notebook 03's kernel is killed once
@@ -51,6 +59,11 @@ SERIES = ("00_collect_data", "01_data_prep", "02_keyword_wordcloud", "03_train",
 COLAB_PACKAGES = ("transformers", "accelerate", "tokenizers", "numpy", "pandas", "matplotlib", "scikit-learn",
                   "requests", "tqdm", "ipykernel", "setuptools")
 TORCH = "torch==2.13.0"  # the CPU build on disk; Colab's own CUDA build is never replaced
+#: More of what Colab ships, installed in the ``colab`` pass (the install cells must leave them be).
+COLAB_MORE = ("jieba", "wordcloud", "flask", "sqlalchemy", "protobuf", "ipython", "pyyaml")
+COLAB_CONSTRAINTS = ROOT / "constraints" / "colab-gpu.txt"
+#: Colab's CUDA builds: not installable here, kept at the CPU build on disk.
+NOT_FROM_COLAB = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-[\w-]+|jax|jaxlib|tensorflow[\w-]*)==")
 #: Small parameters, per notebook (only names it declares).
 PARAMS = {"03_train": {"MODEL_NAME": "tiny", "CHECKPOINT_EVERY": 10}}
 SHOWN = ("torch", "transformers", "accelerate", "tokenizers", "numpy", "onnx", "onnxruntime", "pandas",
@@ -102,6 +115,27 @@ echo "apt-get $*" >> "$LAWCLF_APT_LOG"
 '''
 
 
+def torch_rejects(pins: list[str]) -> list[str]:
+    """The ``name==version`` pins that the torch build on disk (``TORCH``) does not accept
+    (Colab's setuptools 75 against torch 2.13's setuptools>=77, say)."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    needs = {}
+    for spec in requires("torch") or []:
+        req = Requirement(spec)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            needs[req.name.lower().replace("_", "-")] = req.specifier
+    out = []
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        spec = needs.get(name.lower().replace("_", "-"))
+        if spec is not None and version and not spec.contains(version, prereleases=True):
+            out.append(pin)
+    return out
+
+
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, **kw)
 
@@ -114,7 +148,7 @@ def lower_bounds() -> list[str]:
         reqs += project["optional-dependencies"][extra]
     pins = {}
     for req in reqs:
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([\w.]+)", req.strip())
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([\w.]+)(,<[\w.]+)?", req.strip())  # >=X or >=X,<Y
         if m:
             pins[m.group(1).lower()] = m.group(3)
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
@@ -142,12 +176,23 @@ def make_runtime(work: Path, versions: str) -> tuple[Path, dict[str, str]]:
     sh([sys.executable, "-m", "venv", str(venv)])
     py = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH", "PIP_CONSTRAINT"}}
+    packages: list[str] = [TORCH, *COLAB_PACKAGES]
+    constrain: list[str] = []
     if versions == "lowest":
         constraints = work / "lower-bounds.txt"
         constraints.write_text("\n".join(lower_bounds()) + "\n", encoding="utf-8")
         env["PIP_CONSTRAINT"] = str(constraints)
+    elif versions == "colab":  # Colab's versions for what it ships; the install cells' pip unconstrained
+        lines = [x for x in COLAB_CONSTRAINTS.read_text(encoding="utf-8").splitlines() if not NOT_FROM_COLAB.match(x)]
+        rejected = torch_rejects(lines)  # the CPU torch here is newer than Colab's: its own needs win
+        constraints = work / "colab-constraints.txt"
+        constraints.write_text("\n".join(x for x in lines if x not in rejected) + "\n", encoding="utf-8")
+        if rejected:
+            print(f"[colab-like] colab: not pinned to Colab's version, for {TORCH}: {', '.join(rejected)}", flush=True)
+        packages += COLAB_MORE
+        constrain = ["-c", str(constraints)]
     log = work / "pip.log"
-    for args in (["--upgrade", "pip"], [TORCH, *COLAB_PACKAGES]):
+    for args in (["--upgrade", "pip"], [*packages, *constrain]):
         with open(log, "a", encoding="utf-8") as fh:
             done = subprocess.run([str(py), "-m", "pip", "install", "-q", *args], env=env, stdout=fh, stderr=fh)
         if done.returncode != 0:
@@ -232,9 +277,31 @@ def check_pages_proxied(log: Path, drive_run: Path) -> None:
                              f"(recorded {key}={page!r}; proxy calls: {calls})")
 
 
+def installed(py: Path) -> dict[str, str]:
+    listed = json.loads(subprocess.run([str(py), "-m", "pip", "list", "--format", "json"], check=True,
+                                       capture_output=True, text=True).stdout)
+    return {d["name"].lower().replace("_", "-"): d["version"] for d in listed}
+
+
+def fresh_runtime(work: Path) -> None:
+    """The venv as it was before any install cell (a hard-linked copy of it: pip replaces files, it
+    never writes into them), so each notebook's install cell is tested on its own."""
+    shutil.rmtree(work / "venv")
+    sh(["cp", "-al", str(work / "venv-pristine"), str(work / "venv")])
+
+
+def check_colab_untouched(name: str, py: Path, before: dict[str, str]) -> None:
+    """The ``colab`` pass: a notebook's install cell must leave the packages Colab ships as they were
+    (an upgrade under a running kernel, e.g. protobuf beside TensorFlow, is what Colab users meet)."""
+    after = installed(py)
+    changed = {n: f"{v} -> {after.get(n, 'removed')}" for n, v in before.items() if after.get(n) != v}
+    if changed:
+        raise SystemExit(f"FAILED: {name}'s install cell changed packages Colab ships: {changed}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--versions", choices=("newest", "lowest"), default="newest")
+    p.add_argument("--versions", choices=("colab", "newest", "lowest"), default="colab")
     p.add_argument("--work", default="", help="working folder (default: a new temporary folder, removed after)")
     p.add_argument("--disconnect", default=True, action=argparse.BooleanOptionalAction,
                    help="kill 03 after its first checkpoint and check that it resumes from Drive")
@@ -247,18 +314,24 @@ def main(argv: list[str] | None = None) -> int:
     url = snapshot(work / "remote")
     py, env = make_runtime(work, args.versions)
     env["LAWCLF_REPO_URL"] = url
+    sh(["cp", "-al", str(work / "venv"), str(work / "venv-pristine")])
+    before = installed(py)
     setup_s = time.time() - t0
     print(f"[colab-like] {args.versions}: runtime ready in {setup_s:.0f}s", flush=True)
     timings = {}
     for name in SERIES:
+        fresh_runtime(work)  # a new runtime: nothing an earlier notebook installed
         if name == "03_train" and args.disconnect:
             disconnect_during_training(work / "remote", work, env)
+            fresh_runtime(work)
             timings[name] = run_notebook(work / "remote", name, work, env, attempt="-resumed")
             text = (work / "executed" / "03_train-resumed.ipynb").read_text(encoding="utf-8")
             if "resuming" not in text:
                 raise SystemExit("FAILED: 03 run again after the disconnect did not resume from the Drive checkpoint")
         else:
             timings[name] = run_notebook(work / "remote", name, work, env)
+        if args.versions == "colab":
+            check_colab_untouched(name, py, before)
         print(f"[colab-like] {name}: {timings[name]:.0f}s", flush=True)
 
     drive_run = work / "drive" / "MyDrive" / "lawclf" / "runs" / "sample"
@@ -270,9 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     if apt < 5:
         raise SystemExit(f"FAILED: only {apt} notebooks asked apt-get for the CJK font (01-05 draw Chinese text)")
     check_pages_proxied(work / "colab-output.log", drive_run)
-    listed = json.loads(subprocess.run([str(py), "-m", "pip", "list", "--format", "json"], check=True,
-                                       capture_output=True, text=True).stdout)
-    versions = {d["name"].lower(): d["version"] for d in listed}
+    versions = installed(py)
     print(f"\n[colab-like] passed ({args.versions} versions), {time.time() - t0:.0f}s in all, setup {setup_s:.0f}s")
     print("  " + ", ".join(f"{n} {versions.get(n, '-')}" for n in SHOWN))
     print("  " + "  ".join(f"{n[:2]} {s:.0f}s" for n, s in timings.items()))
