@@ -59,12 +59,6 @@ PUBLIC_META_KEYS = ("labels", "max_len", "model_name", "version", "threshold", "
                     "ngram", "combine")
 
 
-# --------------------------------------------------------------------------- validation
-
-
-# --------------------------------------------------------------------------- micro-batching
-
-
 # --------------------------------------------------------------------------- model holder
 
 class ModelHolder:
@@ -428,12 +422,6 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
                                         "ort_threads": cfg.ort_threads, "cors_origins": origins,
                                         "sentry": sentry}})
     return app
-
-
-# --------------------------------------------------------------------------- background server
-
-
-#: deploy/gunicorn.conf.py when running from a checkout (absent from an installed wheel).
 
 
 # --------------------------------------------------------------------------- CLI

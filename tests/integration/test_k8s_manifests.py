@@ -165,7 +165,7 @@ class _StubPredictor:
 
 
 def test_probe_paths_answer_200_in_the_real_app():
-    serve = pytest.importorskip("lawclf.serve", reason="lawclf.serve not available")
+    from lawclf import serve
     from lawclf.config import ServeConfig
 
     data = _one("ConfigMap")["data"]

@@ -259,8 +259,6 @@ def test_crawl_import_export_feeds_the_data_stage(fake, clock, engine, tmp_path)
         rows = [json.loads(line) for line in (out / name).read_text(encoding="utf-8").splitlines()]
         assert rows and all(set(r) == {"text", "label", "source"} and r["label"] == label for r in rows)
         assert len({r["text"] for r in rows}) == len(rows)
-    if not hasattr(data, "prepare"):
-        pytest.skip("lawclf.data.prepare not available yet: export schema checked only")
     summary = data.prepare(DataConfig(run_dir=str(tmp_path / "run"), data_dir=str(out)), plots=False)
     assert summary["counts"]["rejected"] == 0
     assert summary["per_label"]["loaded"] == {"non_legal": counts["nonlegal"], "legal": counts["legal"]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -133,7 +132,6 @@ def test_the_one_f1_at_a_threshold():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("lawclf.evaluate") is None, reason="evaluation stage not there yet")
 def test_int8_agreement_on_trained_model(evaluated_run_dir, tmp_path):
     """On the trained tiny model and the test split, int8 decides like fp32 almost always."""
     from lawclf.export import export
