@@ -55,6 +55,28 @@ def exported_model(shape: str, work_dir: Path = DEFAULT_WORK_DIR, log=print) -> 
     return onnx_dir
 
 
+def combined_model(shape: str, work_dir: Path = DEFAULT_WORK_DIR) -> Path:
+    """:func:`exported_model`'s folder plus an n-gram part (fitted on the embedded sample) and
+    ``combine: mean 0.5``: the served combined model of that shape (``ngram.npz`` beside the graph)."""
+    import shutil
+
+    from lawclf import config
+    from lawclf.baselines import TfidfCharLR
+    from lawclf.ngram import NGRAM_FILE
+    from lawclf.sample import generate
+
+    onnx_dir = exported_model(shape, work_dir)
+    out = work_dir / f"{shape}-combined" / "onnx"
+    if not (out / NGRAM_FILE).exists():
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(onnx_dir, out)
+        rows = [r for part in generate().values() for r in part]
+        part = TfidfCharLR().fit([r["text"] for r in rows], [int(r["label"]) for r in rows]).to_ngram_model()
+        part.save(out / NGRAM_FILE)
+        config.write_model_meta(out, ngram=part.describe(), combine={"method": "mean", "weight": 0.5})
+    return out
+
+
 def text_of_tokens(n_tokens: int, offset: int = 0) -> str:
     """A Chinese text that tokenizes to exactly ``n_tokens`` ids ([CLS] + characters + [SEP])."""
     return "".join(chr(0x4E00 + (offset + i) % 2900) for i in range(max(0, n_tokens - 2)))

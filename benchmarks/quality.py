@@ -51,6 +51,7 @@ import numpy as np
 
 from lawclf.baselines import KeywordFilter, TfidfCharLR
 from lawclf.config import (
+    COMBINE_METHODS,
     RECIPES,
     THRESHOLD_STRATEGIES,
     DataConfig,
@@ -64,10 +65,12 @@ from lawclf.metrics import (
     binary_metrics,
     choose_threshold,
     groups_of,
+    per_length_metrics,
     per_source_metrics,
     worst_source_fpr,
 )
 from lawclf.probes import load_probes, probe_report
+from lawclf.truncation import TRUNCATIONS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = os.environ.get("LAWCLF_SHARED_DATA", str(REPO_ROOT.parent / "shared" / "data"))
@@ -131,9 +134,10 @@ def stage_configs(args: argparse.Namespace, model: str, recipe: str, run_dir: Pa
         recipe_negatives=args.tiny_negatives if tiny else args.bert_negatives,
         recipe_positives=args.tiny_positives if tiny else args.bert_positives,
         negatives_per_source=args.negatives_per_source, hard_fraction=args.hard_fraction,
-        noise_threshold=args.noise_threshold, oof_folds=args.oof_folds)
+        noise_threshold=args.noise_threshold, oof_folds=args.oof_folds, truncation=args.truncation,
+        short_forms=args.short_forms, ngram=args.combine != "model")
     eval_cfg = EvalConfig(run_dir=str(run_dir), threshold_strategy=args.threshold_strategy,
-                          max_source_fpr=args.max_fpr)
+                          max_source_fpr=args.max_fpr, combine=args.combine)
     return data_cfg, train_cfg, eval_cfg, ExportConfig(run_dir=str(run_dir))
 
 
@@ -181,12 +185,16 @@ def run_product(args: argparse.Namespace, model: str, recipe: str, run_dir: Path
            "best_epoch": summary["best_epoch"], "train_rows": summary["train_size"],
            "samples_per_s": summary["history"][-1]["samples_per_s"],
            "seconds": {"prepare": t_prepare - t0, "train": t_train - t_prepare, "evaluate+export": t_done - t_train}}
+    res["combine"] = {k: v for k, v in (meta.get("combine") or {}).items() if k != "candidates"}
     res["engines"] = score_engines(run_dir, metrics, meta["threshold"], args.threads)
     return res
 
 
 def score_engines(run_dir: Path, metrics: dict, threshold: float, threads: int) -> dict[str, dict]:
-    """Test metrics of the torch model (from ``lawclf evaluate``) and of both exported ONNX files."""
+    """Test metrics of the torch model (from ``lawclf evaluate``) and of both exported ONNX files.
+
+    Each ONNX engine also reports its parts alone (``parts``: the model's graph and the n-gram part, each at the
+    threshold ``lawclf evaluate`` chose for it on validation) and recall/FPR per length bucket (``per_length``)."""
     from lawclf.data import load_split
     from lawclf.predict import FP32_FILE, INT8_FILE, Predictor
 
@@ -202,7 +210,15 @@ def score_engines(run_dir: Path, metrics: dict, threshold: float, threads: int) 
         seconds = time.time() - t
         out[engine] = _summarise(binary_metrics(y, scores, threshold), per_source_metrics(test, scores, threshold),
                                  len(test) / max(seconds, 1e-9))
+        out[engine]["per_length"] = per_length_metrics(test, scores, threshold)
         out[engine]["probes"] = probe_summary(predictor.predict_proba, threshold)
+        parts = predictor.predict_parts([r["text"] for r in test]) if len(predictor.parts) > 1 else {}
+        out[engine]["parts"] = {}
+        for part, part_scores in parts.items():
+            thr = metrics["ablation"][part]["threshold"]
+            out[engine]["parts"][part] = {**_summarise(binary_metrics(y, part_scores, thr),
+                                                       per_source_metrics(test, part_scores, thr), None),
+                                          "per_length": per_length_metrics(test, part_scores, thr)}
     return out
 
 
@@ -247,7 +263,8 @@ def run_baselines(train_rows: Sequence[dict], val_rows: Sequence[dict], test_row
 
 def _baseline_metrics(test_rows: Sequence[dict], scores: np.ndarray, threshold: float) -> dict:
     y = [int(r["label"]) for r in test_rows]
-    return _summarise(binary_metrics(y, scores, threshold), per_source_metrics(test_rows, scores, threshold), None)
+    return {**_summarise(binary_metrics(y, scores, threshold), per_source_metrics(test_rows, scores, threshold), None),
+            "per_length": per_length_metrics(test_rows, scores, threshold)}
 
 
 def probe_summary(score_fn, threshold: float) -> Optional[dict]:
@@ -341,12 +358,17 @@ def leave_one_out_rows(results: list[dict], holdout: list[dict]) -> list[dict]:
         base = {r["name"].split(" ")[0]: r for r in pool if r["kind"] == "baseline" and r.get("holdout", "") == group}
         tfidf, keyword = base.get("tfidf-char-lr"), base.get("keyword-filter")
         int8 = res["engines"]["onnx-int8"]
+        parts = int8.get("parts", {})
         row: dict[str, Any] = {"config": f"{res['model']}:{res['recipe']}", "left_out": group or "(none)",
                                "pr_auc": int8["pr_auc"], "tfidf_pr_auc": _tfidf_best(tfidf, "pr_auc"),
                                "f1": int8["f1"], "tfidf_f1": _tfidf_best(tfidf, "f1"),
-                               "train_rows": res.get("train_rows"), "threshold": res.get("threshold")}
+                               "train_rows": res.get("train_rows"), "threshold": res.get("threshold"),
+                               "combine": res.get("combine", {}).get("method", "model"),
+                               "parts": {p: {"pr_auc": m["pr_auc"], "f1": m["f1"]} for p, m in parts.items()}}
         if group:
             row.update(holdout_score(int8["per_source"], group))
+            for p, m in parts.items():
+                row["parts"][p]["value"] = holdout_score(m["per_source"], group)["value"]
             row["tfidf"] = None if tfidf is None else \
                 holdout_score(tfidf["thresholds"]["fpr_cap"]["per_source"], group)["value"]
             row["keyword"] = None if keyword is None else \
@@ -374,22 +396,71 @@ def print_leave_one_out(rows: list[dict]) -> None:
 
 
 def leave_one_out_markdown(rows: list[dict]) -> str:
-    """The leave-one-out table as Markdown, for docs/quality.md (``leave_one_out.md`` beside quality.json)."""
+    """The leave-one-out table as Markdown, for docs/quality.md (``leave_one_out.md`` beside quality.json):
+    the served int8 score (combined), each of its parts alone, and the baselines trained on the same split."""
     def f(x: Optional[float]) -> str:
         return "–" if x is None else f"{x:.3f}"
-    out = ["| configuration | left out | side | rows scored | metric | int8 | TF-IDF | keyword | PR-AUC int8 "
-           "| PR-AUC TF-IDF | goal met |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def part(r: dict, name: str, key: str) -> str:
+        return f(r.get("parts", {}).get(name, {}).get(key))
+
+    out = ["| configuration | left out | side | rows scored | metric | served int8 | model part | n-gram part | TF-IDF "
+           "| keyword | PR-AUC served | PR-AUC model part | PR-AUC TF-IDF | goal met |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["left_out"] == "(none)":
             out.append(f"| {r['config']} | (none: in-distribution test split) | | | F1 | {f(r['f1'])} | "
-                       f"{f(r['tfidf_f1'])} | | {f(r['pr_auc'])} | {f(r['tfidf_pr_auc'])} | "
+                       f"{part(r, 'model', 'f1')} | {part(r, 'ngram', 'f1')} | {f(r['tfidf_f1'])} | | {f(r['pr_auc'])} | "
+                       f"{part(r, 'model', 'pr_auc')} | {f(r['tfidf_pr_auc'])} | "
                        f"{'yes' if r['f1'] >= 0.95 and r['pr_auc'] >= 0.98 else 'no'} |")
             continue
         ahead = r["tfidf_pr_auc"] is None or r["pr_auc"] > r["tfidf_pr_auc"]
         metric = "FPR" if r["metric"] == "fpr" else r["metric"]
         verdict = "yes" if r["ok"] and ahead else (f"{metric} yes, PR-AUC no" if r["ok"] else "no")
-        out.append(f"| {r['config']} | {r['left_out']} | {r['side']} | {r['n']:,} | {metric} | {f(r['value'])} | {f(r['tfidf'])} | "
-                   f"{f(r['keyword'])} | {f(r['pr_auc'])} | {f(r['tfidf_pr_auc'])} | {verdict} |")
+        out.append(f"| {r['config']} | {r['left_out']} | {r['side']} | {r['n']:,} | {metric} | {f(r['value'])} | "
+                   f"{part(r, 'model', 'value')} | {part(r, 'ngram', 'value')} | {f(r['tfidf'])} | {f(r['keyword'])} | "
+                   f"{f(r['pr_auc'])} | {part(r, 'model', 'pr_auc')} | {f(r['tfidf_pr_auc'])} | {verdict} |")
+    return "\n".join(out) + "\n"
+
+
+def per_length_markdown(results: list[dict]) -> str:
+    """Recall (legal) and FPR (non-legal) per length bucket on each in-distribution test split: the served int8
+    score, its parts, and TF-IDF trained on the same split (``per_length.md`` beside quality.json)."""
+    def f(x: Optional[float]) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    tfidf = next((r for r in results if r["kind"] == "baseline" and r["name"] == "tfidf-char-lr"), None)
+    tf_len = tfidf["thresholds"]["fpr_cap"].get("per_length", {}) if tfidf else {}
+    out = ["| configuration | length (chars) | rows | legal | recall served | recall model part | recall n-gram part "
+           "| recall TF-IDF | FPR served | FPR TF-IDF |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for res in [r for r in results if r["kind"] == "model"]:
+        int8 = res["engines"]["onnx-int8"]
+        parts = int8.get("parts", {})
+        for bucket, m in int8.get("per_length", {}).items():
+            model_r, ngram_r = (f(parts.get(name, {}).get("per_length", {}).get(bucket, {}).get("recall"))
+                                for name in ("model", "ngram"))
+            tf = tf_len.get(bucket, {})
+            out.append(f"| {res['model']}:{res['recipe']} | {bucket} | {m['n']:,} | {m['positives']:,} | "
+                       f"{f(m['recall'])} | {model_r} | {ngram_r} | {f(tf.get('recall'))} | "
+                       f"{f(m['fpr'])} | {f(tf.get('fpr'))} |")
+    return "\n".join(out) + "\n"
+
+
+def ablation_markdown(results: list[dict]) -> str:
+    """Each part alone and the served combination on each in-distribution test split, int8 as served, each at
+    its own validation-chosen threshold (``ablation.md`` beside quality.json)."""
+    def f(x: Optional[float]) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    out = ["| configuration | scored by | combination (chosen on validation) | threshold | F1 | precision | recall "
+           "| FPR | PR-AUC |", "|---|---|---|---|---|---|---|---|---|"]
+    for res in [r for r in results if r["kind"] == "model" and not r.get("holdout")]:
+        int8, spec = res["engines"]["onnx-int8"], res.get("combine") or {"method": "model"}
+        how = spec["method"] + (f" (n-gram weight {1 - spec['weight']:.1f})" if spec["method"] == "mean" else "")
+        rows = [(f"{name} part", "", m) for name, m in int8.get("parts", {}).items()] + [("served", how, int8)]
+        for label, combination, m in rows:
+            out.append(f"| {res['model']}:{res['recipe']} | {label} | {combination} | {f(m.get('threshold'))} | "
+                       f"{f(m['f1'])} | {f(m['precision'])} | {f(m['recall'])} | {f(m.get('fpr'))} | {f(m['pr_auc'])} |")
     return "\n".join(out) + "\n"
 
 
@@ -401,7 +472,7 @@ def _goals(results: list[dict], holdout: list[dict], max_fpr: float) -> dict:
     :func:`holdout_score`'s goals and by PR-AUC ahead of TF-IDF trained on the same split.
     """
     models = [r for r in results if r["kind"] == "model"]
-    tfidf = next((r for r in results if r["name"] == "tfidf-char-lr"), None)
+    tfidf = next((r for r in results if r.get("name") == "tfidf-char-lr"), None)
     if not models:
         return {"note": "no model trained"}
     best = max(models, key=lambda r: r["engines"]["onnx-int8"]["f1"])
@@ -491,6 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-fraction", type=float, default=0.3)
     p.add_argument("--noise-threshold", type=float, default=0.9)
     p.add_argument("--oof-folds", type=int, default=3)
+    p.add_argument("--truncation", default=TrainConfig.truncation, choices=TRUNCATIONS,
+                   help="how texts over --max-len tokens are cut (TrainConfig.truncation)")
+    p.add_argument("--short-forms", type=float, default=0.0, help="TrainConfig.short_forms (0 = none)")
+    p.add_argument("--combine", default=EvalConfig.combine, choices=COMBINE_METHODS,
+                   help="EvalConfig.combine; 'model' = no n-gram part (the model alone, as before)")
     p.add_argument("--max-per-class", type=int, default=0, help="cap each class before splitting (quick runs; 0 = all)")
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0 = library default)")
     p.add_argument("--seed", type=int, default=42)
@@ -563,6 +639,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                       encoding="utf-8")
     if holdout_results:
         (out / "leave_one_out.md").write_text(leave_one_out_markdown(loo), encoding="utf-8")
+    (out / "per_length.md").write_text(per_length_markdown(results), encoding="utf-8")
+    (out / "ablation.md").write_text(ablation_markdown(results), encoding="utf-8")
     print("\n== goals (best configuration, int8 model) ==")
     for k, v in summary["goals"].items():
         print(f"  {k}: {v}")

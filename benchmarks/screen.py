@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_header, exported_model  # noqa: E402
+from common import combined_model, cpu_header  # noqa: E402
 from lawclf.collect import store as collect_store  # noqa: E402
 from lawclf.config import SAMPLE_DATA_DIR, ScreenConfig  # noqa: E402
 from lawclf.predict import Predictor  # noqa: E402
@@ -104,16 +104,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/sample/onnx", help="exported ONNX folder (int8 used when present)")
     parser.add_argument("--shape", choices=("bert-base", "tiny"), default="",
-                        help="instead of --model: a random-weight model of this shape (speed only; benchmarks/common.py)")
+                        help="instead of --model: a random-weight model of this shape with an n-gram part, "
+                             "combined as served (speed only; benchmarks/common.py)")
     parser.add_argument("--new", type=int, default=2000, help="new posts per pass")
     parser.add_argument("--old", default="1000,100000", help="comma-separated database sizes to compare")
     parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = all cores)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.shape:
-        args.model = str(exported_model(args.shape))
+        args.model = str(combined_model(args.shape))
     predictor = Predictor(args.model, threads=args.threads)
-    print(f"# {dt.date.today()} · {cpu_header()} · model {predictor.model_path} ({predictor.threads} ORT threads)")
+    print(f"# {dt.date.today()} · {cpu_header()} · model {predictor.model_path} ({predictor.threads} ORT threads, "
+          f"parts {'+'.join(predictor.parts)})")
     with tempfile.TemporaryDirectory(prefix="lawclf-screen-bench-") as tmp:
         predictor.predict_proba(sample_texts()[:64])  # warm-up
         rows = [one_row(Path(args.model), int(n), args.new, Path(tmp), predictor) for n in args.old.split(",")]

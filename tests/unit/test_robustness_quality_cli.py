@@ -132,3 +132,17 @@ def test_leave_one_out_covers_the_groups_of_every_folder(quality, tmp_path):
             (tmp_path / folder / name).write_text(json.dumps({"text": "t", "source": src}) + "\n", encoding="utf-8")
     groups = quality.parse_holdouts("all", str(tmp_path / "a"), str(tmp_path / "b"), "")
     assert groups == ["shared:x", "pool:news"]
+
+
+def test_the_ablation_table_lists_each_part_and_the_served_combination(quality):
+    def m(f1, auc, thr):
+        return {"f1": f1, "precision": 0.9, "recall": 0.8, "fpr": 0.01, "pr_auc": auc, "threshold": thr}
+
+    res = {"kind": "model", "model": "tiny", "recipe": "diverse", "combine": {"method": "mean", "weight": 0.4},
+           "engines": {"onnx-int8": {**m(0.91, 0.99, 0.8), "parts": {"model": m(0.86, 0.98, 0.9),
+                                                                    "ngram": m(0.93, 0.985, 0.7)}}}}
+    held = {**res, "holdout": "smile"}  # left-out runs are in the leave-one-out table, not here
+    table = quality.ablation_markdown([res, held]).splitlines()
+    assert len(table) == 2 + 3
+    assert table[2] == "| tiny:diverse | model part |  | 0.900 | 0.860 | 0.900 | 0.800 | 0.010 | 0.980 |"
+    assert table[4] == "| tiny:diverse | served | mean (n-gram weight 0.6) | 0.800 | 0.910 | 0.900 | 0.800 | 0.010 | 0.990 |"
