@@ -134,6 +134,21 @@ def configure_logging(level: str = "INFO") -> None:
     log.propagate = False  # Gunicorn's root handlers would print each line twice
 
 
+def sentry_privacy_options(sdk_version: str) -> dict[str, Any]:
+    """What Sentry may collect, in the option names of the installed SDK: no bodies, cookies,
+    client IPs, headers (SDK 3), query strings or stack-frame variables (they hold the texts; posts can be personal).
+
+    Sentry SDK 3 replaced `send_default_pii` and `include_local_variables` with one
+    `data_collection` option; passing the old names to it is an error.
+    """
+    if int(sdk_version.split(".", 1)[0]) >= 3:
+        off = {"mode": "off"}
+        return {"data_collection": {"user_info": False, "cookies": off, "http_headers": {"request": off},
+                                    "http_bodies": [], "url_query_params": off,
+                                    "stack_frame_variables": False}}
+    return {"send_default_pii": False, "include_local_variables": False}
+
+
 def init_sentry(cfg: ServeConfig) -> bool:
     """Initialise Sentry's Flask integration when a DSN is configured; returns whether it was."""
     if not cfg.sentry_dsn:
@@ -143,10 +158,8 @@ def init_sentry(cfg: ServeConfig) -> bool:
 
     sentry_sdk.init(dsn=cfg.sentry_dsn, integrations=[FlaskIntegration()], environment=cfg.sentry_environment,
                     release=f"lawclf@{__version__}", sample_rate=cfg.sentry_sample_rate,
-                    traces_sample_rate=cfg.sentry_traces_sample_rate,
-                    # No bodies, cookies, client IPs or stack-frame variables (they hold the
-                    # texts): posts can be personal.
-                    send_default_pii=False, max_request_body_size="never", include_local_variables=False)
+                    traces_sample_rate=cfg.sentry_traces_sample_rate, max_request_body_size="never",
+                    **sentry_privacy_options(sentry_sdk.VERSION))
     return True
 
 

@@ -81,3 +81,5 @@ def test_server_errors_reach_sentry_without_personal_data():
     assert "a private post" not in raw and "私密" not in raw, "the request body must not be sent"
     assert "203.0.113.9" not in raw, "no client IP (send_default_pii=False)"
     assert event.get("release", "").startswith("lawclf@")
+    frames = [f for value in event["exception"]["values"] for f in (value.get("stacktrace") or {}).get("frames", [])]
+    assert frames and not any(f.get("vars") for f in frames), "no stack-frame variables (they hold the texts)"
