@@ -28,6 +28,7 @@ import re
 import sys
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar
@@ -402,6 +403,12 @@ class CollectConfig(_Checked):
     timeout: float = 30.0
     user_agent: str = "lawclf-collect/0.1 (+https://github.com/lawclf/lawclf)"
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        problem = _http_url_problem(self.base_url)
+        if problem:
+            raise ConfigError(f"CollectConfig.base_url: {problem}, got {self.base_url!r}")
     #: Q&A dump (CSV or JSONL) imported as the legal side; columns are configurable.
     qa_path: str = ""
     qa_title_field: str = "title"
@@ -431,7 +438,8 @@ class ScreenConfig(_Checked):
     """The screening job: collect new posts, score them, digest, notify, review (``lawclf screen``, notebook 07)."""
 
     _ranges = {"max_pages": (1, None), "score_chunk": (1, None), "uncertain_band": (0.0, 1.0),
-               "notify_timeout_s": (0.1, None), "notify_budget_s": (0.0, None), "notify_max_attempts": (1, None),
+               "notify_timeout_s": (0.1, None), "notify_budget_s": (0.0, None), "notify_max_attempts": (0, None),
+               "notify_max_age_h": (0.01, None),
                "review_port": (1, 65535)}
 
     #: SQLAlchemy URL of the screening database (posts, scores, passes, reviews); PostgreSQL by URL.
@@ -464,8 +472,15 @@ class ScreenConfig(_Checked):
     #: Seconds per notification request, and the most a pass spends delivering (the rest waits for the next pass).
     notify_timeout_s: float = 5.0
     notify_budget_s: float = 20.0
-    #: Deliveries given up after this many failed attempts (kept in the table as failed).
-    notify_max_attempts: int = 8
+    #: A delivery still failing this many hours after it was queued is given up (kept as failed;
+    #: ``lawclf screen notify --retry-failed`` queues it again). By age, not attempts: an outage of
+    #: hours on a 30-minute timer still delivers.
+    notify_max_age_h: float = 24.0
+    #: Also give up after this many failed attempts (0 = no limit: the age decides).
+    notify_max_attempts: int = 0
+    #: Public address of the digest pages, ``{pass_id}`` replaced by the pass number (000042), sent in
+    #: notifications (empty = none; the local file path is never sent).
+    digest_url: str = ""
     #: The review page's "uncertain" queue holds scores within this distance of the threshold.
     uncertain_band: float = 0.25
     review_host: str = "127.0.0.1"
@@ -478,6 +493,28 @@ class ScreenConfig(_Checked):
     #: Optional two-file data folder merged into the export (reviewed labels win over its labels).
     merge_data_dir: str = ""
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # A URL that cannot work would otherwise be retried as a network error on every pass.
+        for name in ("base_url", "digest_url", "post_url"):
+            value = getattr(self, name)
+            if value or name != "digest_url":
+                problem = _http_url_problem(value)
+                if problem:
+                    raise ConfigError(f"ScreenConfig.{name}: {problem}, got {value!r}")
+
+
+def _http_url_problem(url: str) -> str:
+    """Why ``url`` is not an absolute http(s) address with a host (empty when it is)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "expected an http:// or https:// address"
+    return "" if parts.hostname else "the address has no host"
 
 
 # --------------------------------------------------------------------------- helpers

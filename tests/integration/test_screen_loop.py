@@ -48,7 +48,7 @@ def loop(exported_run_dir, tmp_path_factory):
     with FakeV2EX(nodes={"qna": list(reversed(topics))}, per_page=10) as fake, FakeWebhook() as hook:
         cfg = ScreenConfig(db_url=f"sqlite:///{tmp}/screen.db", model_dir=str(RunPaths(exported_run_dir).onnx),
                            out_dir=str(tmp / "out"), base_url=fake.url, nodes="qna", feeds="latest", max_pages=10,
-                           webhooks=f"json={hook.url}/hook,wecom={hook.url}/wecom")
+                           webhooks=f"json={hook.url}/hook,wecom={hook.url}/wecom?key=demo")
         fake.add_fault("page=3", "hang")
         proc = subprocess.Popen(_cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert fake.hanging.wait(60), "the pass never reached page 3"

@@ -185,3 +185,22 @@ def test_digest_html_escapes_post_text(tmp_path):
         {"created": "2026-01-01T00:00:00+00:00", "score": 0.9, "source": "v2ex", "node": "", "title": "<script>x</script>",
          "text": "<b>y</b>", "url": "https://example.org/t/1\" onclick=\"x"}]})
     assert "<script>x" not in html_text and "&lt;script&gt;" in html_text and '" onclick' not in html_text
+
+
+def test_status_is_unhealthy_while_a_node_walk_is_open(tmp_path, fake):
+    """A burst beyond the page cap leaves the walk open: `screen status` exits 1 and names the
+    node until a later pass has walked back to the posts stored before."""
+    from lawclf.screen import cli
+
+    cfg = _cfg(tmp_path, fake, feeds="", max_pages=2)
+    assert job.run_pass(cfg, KeywordScorer(), client=_client(fake))["status"] == "ok"  # the node's baseline
+    fake.publish(topics_from_texts([f"新帖 {i}" for i in range(12)], first_id=500), node="qna")  # 4 pages
+    assert job.run_pass(cfg, KeywordScorer(), client=_client(fake))["status"] == "partial"
+    status = job.status(cfg)
+    assert not status["healthy"] and len(status["open_walks"]) == 1 and "qna" in status["open_walks"][0]
+    assert cli(["status", "--db-url", cfg.db_url]) == 1
+    for _ in range(3):
+        job.run_pass(cfg, KeywordScorer(), client=_client(fake))
+    status = job.status(cfg)
+    assert status["healthy"] and status["open_walks"] == [] and status["problems"] == []
+    assert cli(["status", "--db-url", cfg.db_url]) == 0

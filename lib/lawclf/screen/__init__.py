@@ -3,7 +3,9 @@
 * ``run``             one pass: collect new posts, score them with the exported model, write the
                       digest of new legal questions, notify webhooks. Idempotent, safe to kill;
                       run it from cron, a systemd timer or a Kubernetes CronJob.
-* ``status``          the last passes, counts, failed notifications (exit 1 when the last pass failed)
+* ``status``          the last passes, counts, failed notifications; exit 1 while the last pass failed
+                      or was partial, a notification is given up or a node walk is still open
+* ``notify``          deliver what is due now; ``--retry-failed`` queues given-up deliveries again
 * ``review``          the review page: flagged and uncertain posts, 是法律咨询 / 不是
 * ``export-reviews``  reviewed posts as legal.jsonl + nonlegal.jsonl for ``lawclf prepare``
 
@@ -36,12 +38,16 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"run": "one screening pass (collect, score, digest, notify)",
              "status": "the last passes and what the database holds",
+             "notify": "deliver the notifications that are due (--retry-failed: the given-up ones too)",
              "review": "serve the review page", "export-reviews": "write reviewed posts for `lawclf prepare`"}
     for name, help_ in helps.items():
         p = sub.add_parser(name, help=help_)
         add_config_args(p, ScreenConfig)
         if name == "status":
             p.add_argument("--last", type=int, default=10, help="passes to list (default 10)")
+        if name == "notify":
+            p.add_argument("--retry-failed", action="store_true",
+                           help="queue the deliveries given up (older than notify_max_age_h) again first")
     args = parser.parse_args(argv)
     for name, value in env_values(ScreenConfig, ENV_PREFIX).items():  # flags > environment > --config file
         if not hasattr(args, name):
@@ -71,6 +77,10 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
             from lawclf.screen.job import status
 
             result = status(cfg, last=args.last)
+        elif args.command == "notify":
+            from lawclf.screen.job import notify_pending
+
+            result = notify_pending(cfg, retry_failed=args.retry_failed)
         else:
             from lawclf.screen.review import export_reviews
 
@@ -81,7 +91,10 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     if args.command == "run":
         return 0 if result["status"] == "ok" else 1
-    if args.command == "status":
-        last = result["passes"][0]["status"] if result["passes"] else "ok"
-        return 1 if last in ("failed", "partial") else 0
+    if args.command == "status":  # for monitoring: cron mail, systemd, a Kubernetes alert
+        for problem in result["problems"]:
+            print(f"[screen] not healthy: {problem}", file=sys.stderr)
+        return 0 if result["healthy"] else 1
+    if args.command == "notify":
+        return 0 if not (result["failed"] or result["retrying"]) else 1
     return 0

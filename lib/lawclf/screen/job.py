@@ -75,9 +75,11 @@ def scorer_version(scorer: Scorer) -> str:
 
 
 def open_db(url: str) -> Engine:
-    import lawclf.screen.store  # noqa: F401 (registers the screening tables on the shared metadata)
+    from lawclf.screen import store  # registers the screening tables on the shared metadata
 
-    return collect_store.open_db(url)
+    engine = collect_store.open_db(url)
+    store.upgrade(engine)
+    return engine
 
 
 def post_text(title: str, body: str) -> str:
@@ -197,7 +199,8 @@ def assign_digest(engine: Engine, cfg: ScreenConfig, pass_id: int, model_version
 def digest_for(conn: sa.engine.Connection, cfg: ScreenConfig, pass_id: int) -> dict[str, Any]:
     items = _digest_rows(conn, cfg, pass_id)
     return {"pass_id": pass_id, "count": len(items), "posts": items,
-            "page": str(Path(cfg.out_dir).resolve() / "digests" / f"pass-{pass_id:06d}.html")}
+            "page": str(Path(cfg.out_dir).resolve() / "digests" / f"pass-{pass_id:06d}.html"),
+            "url": cfg.digest_url.replace("{pass_id}", f"{pass_id:06d}") if cfg.digest_url else ""}
 
 
 def write_digest_files(cfg: ScreenConfig, digest: dict[str, Any]) -> dict[str, str]:
@@ -320,9 +323,7 @@ def _steps(cfg: ScreenConfig, engine: Engine, scorer: Scorer, version: str, clie
     digest = assign_digest(engine, cfg, pass_id, version, hooks)
     _record(engine, pass_id, flagged=digest["count"])
     stage("notify")
-    sent = notify.deliver(engine, timeout_s=cfg.notify_timeout_s, budget_s=cfg.notify_budget_s,
-                          max_attempts=cfg.notify_max_attempts, session=notify_session) if hooks else \
-        {"sent": 0, "retrying": 0, "failed": 0}
+    sent = deliver(cfg, engine, notify_session) if hooks else {"sent": 0, "retrying": 0, "failed": 0}
     if sent["failed"] or sent["retrying"]:
         problems.append(f"notifications: {sent['failed']} given up, {sent['retrying']} to retry")
     with engine.begin() as conn:
@@ -334,6 +335,24 @@ def _steps(cfg: ScreenConfig, engine: Engine, scorer: Scorer, version: str, clie
             "new_posts": got["new"], "scored": counts["scored"], "flagged": digest["count"],
             "notifications": sent, "problems": problems, "seconds": round(time.perf_counter() - t0, 2),
             "digest": digest["page"] if digest["count"] else ""}
+
+
+def deliver(cfg: ScreenConfig, engine: Engine, session: Any = None) -> dict[str, int]:
+    """Deliver what is due in the outbox with the configured timeouts, budget and age limit."""
+    return notify.deliver(engine, timeout_s=cfg.notify_timeout_s, budget_s=cfg.notify_budget_s,
+                          max_age_s=cfg.notify_max_age_h * 3600, max_attempts=cfg.notify_max_attempts,
+                          session=session)
+
+
+def notify_pending(cfg: ScreenConfig, retry_failed: bool = False, session: Any = None) -> dict[str, Any]:
+    """``lawclf screen notify``: deliver what is due now, without a pass; with ``retry_failed``,
+    queue the given-up deliveries again first (after an outage longer than ``notify_max_age_h``)."""
+    engine = open_db(cfg.db_url)
+    try:
+        requeued = notify.retry_failed(engine) if retry_failed else 0
+        return {"requeued": requeued, **deliver(cfg, engine, session)}
+    finally:
+        engine.dispose()
 
 
 def _record(engine: Engine, pass_id: int, **values: Any) -> None:
@@ -359,20 +378,28 @@ def status(cfg: ScreenConfig, last: int = 10) -> dict[str, Any]:
                                                  screen_notifications.c.attempts, screen_notifications.c.last_error)
                                        .where(screen_notifications.c.status != "sent")
                                        .order_by(screen_notifications.c.id.desc()).limit(10)).all()
+            # A node walk with a `pending` mark has not yet reached the posts stored before it
+            # began (a kill, a failed page, the page cap): posts may be waiting there.
+            open_walks = conn.execute(sa.select(collect_store.walk_marks.c.task)
+                                      .where(collect_store.walk_marks.c.pending.is_not(None))
+                                      .order_by(collect_store.walk_marks.c.task)).scalars().all()
     finally:
         engine.dispose()
 
     def iso(value: Any) -> Any:
         return as_utc(value).isoformat() if isinstance(value, dt.datetime) else value
 
-    return {"posts": n_posts, "digested": n_listed, "reviewed_posts": n_reviews,
+    counts = {s: n for s, n in notes}
+    last_status = passes[0]["status"] if passes else "ok"
+    problems = ([f"the last pass ended {last_status}"] if last_status in ("failed", "partial") else []) + \
+        ([f"{counts['failed']} notification(s) given up: `lawclf screen notify --retry-failed` sends them again"]
+         if counts.get("failed") else []) + \
+        ([f"{len(open_walks)} node walk(s) not yet back to the posts stored before: {', '.join(open_walks)}"]
+         if open_walks else [])
+    return {"healthy": not problems, "problems": problems,
+            "posts": n_posts, "digested": n_listed, "reviewed_posts": n_reviews,
             "scores": [{"model_version": v, "scored": n, "legal": int(k or 0)} for v, n, k in by_version],
-            "notifications": {s: n for s, n in notes},
-            "undelivered": [{"url": notify_redact(u), "status": s, "attempts": a, "error": e}
+            "notifications": counts, "open_walks": list(open_walks),
+            "undelivered": [{"url": notify.redact(u), "status": s, "attempts": a, "error": e}
                             for u, s, a, e in undelivered],
             "passes": [{k: iso(v) for k, v in p.items()} for p in passes]}
-
-
-def notify_redact(url: str) -> str:
-    """A webhook URL without its query (robot keys and tokens live there)."""
-    return url.split("?", 1)[0] + ("?…" if "?" in url else "")

@@ -5,8 +5,19 @@ Deliveries are an outbox in the database (``screen_notifications``): a pass enqu
 webhook in the same transaction as its digest, then delivers what is due within a time budget.
 A failed delivery is retried with exponential back-off and jitter, on this pass if the budget
 allows, else on a later one; it never makes a pass wait longer than its budget, and a receiver
-that is down loses nothing. DingTalk and Feishu robots with "加签" (signing) enabled read their
-secret from ``LAWCLF_DINGTALK_SECRET`` / ``LAWCLF_FEISHU_SECRET``.
+that is down loses nothing. A delivery is given up by *age* (``max_age_s``, 24 h by default), not
+by a count of attempts, so an outage of hours on a 30-minute timer still delivers;
+``lawclf screen notify --retry-failed`` queues what was given up again.
+
+Delivery is at least once: each attempt is recorded *before* its request, and a row whose
+reply never arrived (a kill mid-request) is sent again, so a receiver may see a message twice
+in that window. The JSON body and its ``Idempotency-Key`` header carry a ``delivery_id`` a
+receiver can de-duplicate on; the chat robots have no such key.
+
+Chat bodies are built from posters' titles: the markup each robot interprets (markdown, HTML
+tags, links) is neutralised and line breaks folded, so a title cannot restyle the message or
+add a link. DingTalk and Feishu robots with "加签" (signing) enabled read their secret from
+``LAWCLF_DINGTALK_SECRET`` / ``LAWCLF_FEISHU_SECRET``.
 """
 
 from __future__ import annotations
@@ -32,6 +43,16 @@ from lawclf.screen.store import as_utc, screen_notifications, utcnow
 KINDS = ("json", "wecom", "dingtalk", "feishu")
 #: Posts listed in one chat message (the robots cap message size: WeCom markdown at 4,096 bytes).
 MAX_LISTED = 10
+#: The JSON webhook lists at most this many posts (``count`` says how many there are) with texts
+#: cut to ``MAX_JSON_TEXT`` characters (titles to ``MAX_JSON_TITLE``), so its body stays under
+#: 100 KB whatever a pass finds; the digest page (``digest_url``) lists them all.
+MAX_JSON_POSTS = 50
+MAX_JSON_TEXT = 300
+MAX_JSON_TITLE = 200
+#: Characters the chat robots read as markup (markdown emphasis, links, headings, quotes, code,
+#: HTML tags such as WeCom's ``<font>``), replaced by their full-width forms: the title still
+#: reads the same to a person, and renders as text.
+_MARKUP = str.maketrans({c: chr(ord(c) + 0xFEE0) for c in "*_`[]()<>#~|!\\"})
 
 
 @dataclass(frozen=True)
@@ -50,23 +71,76 @@ def parse_webhooks(spec: str) -> list[Webhook]:
         if not sep or kind.strip().lower() not in KINDS:
             kind, url = "json", item
         kind, url = kind.strip().lower(), url.strip()
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"webhook {item!r}: expected KIND=http(s)://… with KIND one of {', '.join(KINDS)}")
+        problem = webhook_problem(kind, url)
+        if problem:
+            raise ValueError(f"webhooks: {redact(item)}: {problem}")
         hooks.append(Webhook(kind, url))
     return hooks
+
+
+#: The query parameter each robot's URL must carry (its key); without it every send is refused.
+_REQUIRED_KEY = {"wecom": "key", "dingtalk": "access_token"}
+
+
+def webhook_problem(kind: str, url: str) -> str:
+    """Why ``url`` cannot work for ``kind`` (empty when it can): a wrong scheme, no host, a robot URL
+    without its key. Checked before any work, so a typo fails the pass at once instead of being
+    retried as a network error on every later pass."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"expected KIND=http(s)://… with KIND one of {', '.join(KINDS)}"
+    if not parts.hostname:
+        return "the URL has no host"
+    if port == 0:
+        return "port 0 cannot be reached"
+    key = _REQUIRED_KEY.get(kind)
+    if key and not urllib.parse.parse_qs(parts.query).get(key, [""])[0]:
+        return f"a {kind} robot URL needs its {key}=… (copy the whole address the robot's settings show)"
+    if kind == "feishu" and parts.path.rstrip("/").rsplit("/", 1)[-1] in ("", "hook"):
+        return "a feishu robot URL ends in its hook id (…/open-apis/bot/v2/hook/<id>)"
+    return ""
+
+
+def redact(url: str) -> str:
+    """A webhook URL without its query (robot keys and tokens live there)."""
+    return url.split("?", 1)[0] + ("?…" if "?" in url else "")
 
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _text_lines(digest: dict[str, Any]) -> tuple[str, list[str]]:
+def plain(text: str, markup: bool = True) -> str:
+    """A poster's text as one line of plain text for a chat message: whitespace (line breaks
+    included, which would start a new quote or heading) folded to single spaces and, where the
+    receiver reads markup, its markup characters made inert."""
+    one_line = " ".join(text.split())
+    return one_line.translate(_MARKUP) if markup else one_line
+
+
+def _text_lines(digest: dict[str, Any], markup: bool) -> tuple[str, list[str]]:
     n = digest["count"]
     title = f"lawclf: {n} 条新的法律咨询" if n else "lawclf: 本轮没有新的法律咨询"
-    lines = [f"{_short(p['title'] or p['text'])} ({p['score']:.2f}) {p['url']}" for p in digest["posts"][:MAX_LISTED]]
+    lines = [f"{plain(_short(p['title'] or p['text']), markup)} ({p['score']:.2f}) {p['url']}"
+             for p in digest["posts"][:MAX_LISTED]]
+    more = f" {digest['url']}" if digest.get("url") else ""
     if n > MAX_LISTED:
-        lines.append(f"…另有 {n - MAX_LISTED} 条，见摘要页")
+        lines.append(f"…另有 {n - MAX_LISTED} 条，见摘要页{more}")
+    elif more:
+        lines.append(f"摘要页{more}")
     return title, lines
+
+
+def _json_body(digest: dict[str, Any]) -> dict[str, Any]:
+    """The generic webhook's body: the digest without local paths, bounded in size."""
+    listed = [{**p, "text": _short(p["text"], MAX_JSON_TEXT), "title": _short(p["title"] or "", MAX_JSON_TITLE)}
+              for p in digest["posts"][:MAX_JSON_POSTS]]
+    return {"event": "lawclf.screen.digest", "pass_id": digest["pass_id"], "count": digest["count"],
+            "listed": len(listed), "digest_url": digest.get("url", ""), "posts": listed}
 
 
 def _signed(secret: str, timestamp: str, dingtalk: bool) -> str:
@@ -81,8 +155,8 @@ def _signed(secret: str, timestamp: str, dingtalk: bool) -> str:
 def message(kind: str, digest: dict[str, Any]) -> dict[str, Any]:
     """The request body each receiver expects for one digest."""
     if kind == "json":
-        return {"event": "lawclf.screen.digest", **digest}
-    title, lines = _text_lines(digest)
+        return _json_body(digest)
+    title, lines = _text_lines(digest, markup=kind != "feishu")  # Feishu "text" messages render no markup
     if kind == "wecom":
         body = "\n".join([f"**{title}**"] + [f"> {line}" for line in lines])
         while len(body.encode()) > 4000 and lines:  # WeCom rejects markdown over 4,096 bytes
@@ -130,18 +204,33 @@ def enqueue(conn: sa.engine.Connection, pass_id: int, hooks: Sequence[Webhook], 
     now = utcnow()
     insert_ignore(conn, screen_notifications, [
         {"pass_id": pass_id, "kind": h.kind, "url": h.url, "payload": json.dumps(message(h.kind, digest), ensure_ascii=False),
-         "status": "pending", "attempts": 0, "next_attempt_at": now, "last_error": ""} for h in hooks],
+         "status": "pending", "attempts": 0, "next_attempt_at": now, "queued_at": now, "last_error": ""} for h in hooks],
         ["pass_id", "url"])
 
 
-def deliver(engine: Engine, timeout_s: float = 5.0, budget_s: float = 20.0, max_attempts: int = 8,
-            backoff_base: float = 1.0, backoff_max: float = 3600.0, session: Optional[requests.Session] = None,
-            clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
-            rng: Optional[random.Random] = None) -> dict[str, int]:
+def retry_failed(engine: Engine) -> int:
+    """Queue every given-up delivery again, due now and with a fresh age; returns how many."""
+    now = utcnow()
+    with engine.begin() as conn:
+        result = conn.execute(sa.update(screen_notifications).where(screen_notifications.c.status == "failed")
+                              .values(status="pending", attempts=0, next_attempt_at=now, queued_at=now))
+    return int(result.rowcount or 0)
+
+
+#: What a row says while its request is out: if the pass is killed before the reply, the next one
+#: finds this and sends again (at least once).
+NO_REPLY = "sent; no reply recorded (the pass ended before the answer): sent again"
+
+
+def deliver(engine: Engine, timeout_s: float = 5.0, budget_s: float = 20.0, max_age_s: float = 86400.0,
+            max_attempts: int = 0, backoff_base: float = 1.0, backoff_max: float = 1800.0,
+            session: Optional[requests.Session] = None, clock: Callable[[], float] = time.time,
+            sleep: Callable[[float], None] = time.sleep, rng: Optional[random.Random] = None) -> dict[str, int]:
     """Send what is due in the outbox; retry failures with back-off while ``budget_s`` lasts.
 
-    Returns ``{"sent", "retrying", "failed"}`` for this call. A 4xx other than 408/429 is a
-    configuration error (wrong key, bad URL): it is given up at once instead of retried.
+    Returns ``{"sent", "retrying", "failed"}`` for this call. A failed delivery is given up once it
+    has been queued for ``max_age_s`` (or after ``max_attempts`` attempts, when that is not 0); a
+    4xx other than 408/429 is a configuration error (wrong key, bad URL): given up at once.
     """
     session = session or requests.Session()
     rng = rng or random.Random()
@@ -164,19 +253,29 @@ def deliver(engine: Engine, timeout_s: float = 5.0, budget_s: float = 20.0, max_
             if clock() >= deadline:
                 break
             url, payload = _request_for(row["kind"], row["url"], json.loads(row["payload"]), clock)
+            headers = {}
+            if row["kind"] == "json":  # the receiver can drop a second copy of the same delivery
+                payload = {**payload, "delivery_id": f"lawclf-{row['id']}"}
+                headers["Idempotency-Key"] = payload["delivery_id"]
+            attempts = row["attempts"] + 1
+            with engine.begin() as conn:  # recorded before the request: a kill now means "send again"
+                conn.execute(sa.update(screen_notifications).where(screen_notifications.c.id == row["id"])
+                             .values(attempts=attempts, last_error=NO_REPLY))
             try:
-                resp = session.post(url, json=payload, timeout=min(timeout_s, max(0.1, deadline - clock())))
+                resp = session.post(url, json=payload, headers=headers,
+                                    timeout=min(timeout_s, max(0.1, deadline - clock())))
                 error = _accepted(row["kind"], resp)
                 permanent = error is not None and 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
             except requests.RequestException as exc:
                 error, permanent = f"{exc.__class__.__name__}: {exc}", False
-            attempts = row["attempts"] + 1
-            values: dict[str, Any] = {"attempts": attempts, "last_error": error or ""}
+            values: dict[str, Any] = {"last_error": error or ""}
+            queued = as_utc(row["queued_at"] or row["next_attempt_at"]).timestamp()
+            too_old = clock() - queued >= max_age_s or (max_attempts and attempts >= max_attempts)
             if error is None:
                 values.update(status="sent", sent_at=utcnow())
                 counts["sent"] += 1
                 retrying.discard(row["id"])
-            elif permanent or attempts >= max_attempts:
+            elif permanent or too_old:
                 values["status"] = "failed"
                 counts["failed"] += 1
                 retrying.discard(row["id"])

@@ -79,6 +79,9 @@ screen_notifications = sa.Table(
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_error", sa.Text, nullable=False, default=""),
     sa.Column("sent_at", sa.DateTime(timezone=True)),
+    #: When the delivery was queued (or queued again by ``--retry-failed``): its age, for giving up.
+    #: Added after the first release: :func:`upgrade` adds it to older databases.
+    sa.Column("queued_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("pass_id", "url", name="uq_screen_notifications_pass_url"),
 )
 
@@ -93,6 +96,19 @@ screen_reviews = sa.Table(
     sa.Column("model_version", sa.String(200)),
     sa.Column("score", sa.Float),
 )
+
+
+def upgrade(engine: sa.engine.Engine) -> None:
+    """Bring a database made by an older release up to these tables (``create_all`` adds missing
+    tables, not missing columns). Each step is idempotent; rows get the value they would have had."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("screen_notifications")}
+    if "queued_at" not in columns:
+        kind = screen_notifications.c.queued_at.type.compile(dialect=engine.dialect)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE screen_notifications ADD COLUMN queued_at {kind}"))
+            started = (sa.select(screen_passes.c.started_at).where(screen_passes.c.id == screen_notifications.c.pass_id)
+                       .scalar_subquery())
+            conn.execute(sa.update(screen_notifications).values(queued_at=started))
 
 
 def get_value(conn: Connection, key: str, default: int = 0) -> int:
@@ -125,4 +141,4 @@ def as_utc(value: Optional[dt.datetime]) -> Optional[dt.datetime]:
 
 
 __all__ = ["metadata", "posts", "screen_scores", "screen_state", "screen_passes", "screen_digest",
-           "screen_notifications", "screen_reviews", "get_value", "set_value", "insert_ignore", "as_utc", "utcnow"]
+           "screen_notifications", "screen_reviews", "upgrade", "get_value", "set_value", "insert_ignore", "as_utc", "utcnow"]

@@ -4,17 +4,19 @@
 
     with FakeWebhook() as hook:
         hook.fail_next(2, status=503)          # the next two deliveries fail
-        ... run a screening pass with webhooks=f"wecom={hook.url}/wecom" ...
+        ... run a screening pass with webhooks=f"wecom={hook.url}/wecom?key=demo" ...
         hook.received                          # [(path, json body), ...] of the accepted ones
 
 Paths ending in ``/wecom``, ``/dingtalk`` or ``/feishu`` answer like those group robots
-(HTTP 200 with an error code in the body when told to fail with ``status=200``).
+(HTTP 200 with an error code in the body when told to fail with ``status=200``); the query
+(the robot's key) is not part of the recorded path.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
@@ -64,7 +66,7 @@ class FakeWebhook:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
-                status, answer = fake._answer(self.path, body)
+                status, answer = fake._answer(urllib.parse.urlsplit(self.path).path, body)
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
