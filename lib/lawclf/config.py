@@ -485,6 +485,10 @@ class ScreenConfig(_Checked):
     uncertain_band: float = 0.25
     review_host: str = "127.0.0.1"
     review_port: int = 8010
+    #: Host names the review page answers to besides loopback ones, comma-separated (``*.example.org``
+    #: for subdomains): the public name it is served under. Any other ``Host`` or ``Origin`` is
+    #: refused (403), which stops DNS rebinding; with a token and no names here, any Host is accepted.
+    review_allowed_hosts: str = ""
     #: Token for the review page (basic auth password or Bearer); required when not on loopback.
     #: Empty = the LAWCLF_REVIEW_TOKEN environment variable.
     review_token: str = ""

@@ -163,3 +163,92 @@ def test_the_review_page_runs_on_a_background_thread_and_stops(screened):
         requests.get(srv.url + "/healthz", timeout=2)
     with pytest.raises(ConfigError, match="loopback only"):
         ReviewServer(ScreenConfig(**{**screened.__dict__, "review_host": "0.0.0.0", "review_token": "t" * 32}))
+
+
+# --------------------------------------------------------------------------- who may write
+def _first_id(client, **kw):
+    return client.get("/api/posts", **kw).get_json()["posts"][0]["id"]
+
+
+def test_a_rebinding_page_cannot_write_reviews(screened):
+    """DNS rebinding: the attacker's page, its name pointed at 127.0.0.1, sends its own name as Host."""
+    client = _client(screened)
+    post_id = _first_id(client)
+    attacker = {"Host": "attacker.example:8010", "Origin": "http://attacker.example:8010"}
+    resp = client.post("/api/reviews", json={"post_id": post_id, "label": 1}, headers=attacker)
+    assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "wrong_host"
+    assert client.get("/api/posts", headers={"Host": "attacker.example:8010"}).status_code == 403
+    assert client.get("/api/posts?queue=reviewed").get_json()["posts"] == []  # nothing was written
+    assert client.get("/healthz", headers={"Host": "10.1.2.3:8010"}).status_code == 200  # probes by pod address
+    for host in ("127.0.0.1:8010", "localhost:8010", "[::1]:8010"):
+        assert client.get("/api/posts", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://attacker.example:8010"])
+def test_writes_from_another_origin_are_refused(screened, origin):
+    client = _client(screened)
+    resp = client.post("/api/reviews", json={"post_id": _first_id(client), "label": 1},
+                       headers={"Host": "127.0.0.1:8010", "Origin": origin})
+    assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "wrong_origin"
+    same = client.post("/api/reviews", json={"post_id": _first_id(client), "label": 1},
+                       headers={"Host": "127.0.0.1:8010", "Origin": "http://127.0.0.1:8010"})
+    assert same.status_code == 201
+
+
+def test_a_public_name_is_allowed_once_configured(screened):
+    auth = {"Authorization": "Bearer t0ken"}
+    open_to_any = _client(screened, review_token="t0ken", review_host="0.0.0.0")
+    assert open_to_any.get("/api/posts", headers={**auth, "Host": "10.0.0.5:8010"}).status_code == 200
+    named = _client(screened, review_token="t0ken", review_host="0.0.0.0",
+                    review_allowed_hosts="review.lawfirm.example, *.internal.example")
+    for host, status in [("review.lawfirm.example", 200), ("a.internal.example:8443", 200),
+                         ("10.0.0.5:8010", 403), ("review.lawfirm.example.evil.example", 403)]:
+        assert named.get("/api/posts", headers={**auth, "Host": host}).status_code == status, host
+    resp = named.post("/api/reviews", json={"post_id": _first_id(named, headers={**auth, "Host": "review.lawfirm.example"}),
+                                            "label": 0},
+                      headers={**auth, "Host": "review.lawfirm.example", "Origin": "https://evil.example"})
+    assert resp.status_code == 403
+
+
+def test_colabs_proxy_is_allowed_in_colab_only(screened, monkeypatch):
+    from lawclf import colab
+
+    client = _client(screened)
+    proxied = {"Host": "localhost:8010", "Origin": "https://8010-m-s-abc123.us-east1-0.prod.colab.dev"}
+    body = {"post_id": _first_id(client), "label": 1}
+    assert client.post("/api/reviews", json=body, headers=proxied).status_code == 403
+    monkeypatch.setattr(colab, "in_colab", lambda: True)
+    assert client.post("/api/reviews", json=body, headers=proxied).status_code == 201
+
+
+# --------------------------------------------------------------------------- errors are JSON
+def test_an_out_of_range_id_is_a_400(screened):
+    resp = _client(screened).post("/api/reviews", json={"post_id": 99999999999999999999999, "label": 1})
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "bad_post_id"
+    assert _client(screened).post("/api/reviews", json={"post_id": 0, "label": 1}).status_code == 400
+
+
+def test_a_failed_database_write_is_a_json_503(screened):
+    import sqlalchemy as sa
+
+    path = sa.engine.make_url(screened.db_url).database
+    readonly = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    app = create_review_app(screened, engine=readonly)
+    client = app.test_client()
+    resp = client.post("/api/reviews", json={"post_id": _first_id(client), "label": 1})
+    assert resp.status_code == 503 and resp.is_json
+    assert resp.get_json()["error"]["code"] == "database_unavailable" and "readonly" in resp.get_json()["error"]["message"]
+
+
+def test_a_server_error_is_json_too(screened, monkeypatch):
+    from lawclf.screen import review
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(review, "add_review", broken)
+    client = _client(screened)
+    resp = client.post("/api/reviews", json={"post_id": _first_id(client), "label": 1})
+    assert resp.status_code == 500 and resp.get_json()["error"]["code"] == "internal_error"
+    assert "secret" not in resp.get_data(as_text=True)
+    assert client.delete("/api/reviews").get_json()["error"]["code"] == "method_not_allowed"

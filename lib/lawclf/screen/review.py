@@ -13,6 +13,10 @@ over a JSON API.
 
 Off loopback the app needs a token (basic-auth password, any user name, or ``Authorization: Bearer``);
 POSTs must be JSON, which a cross-site form cannot send, so a logged-in browser cannot be made to review.
+Requests must name an allowed host (:func:`host_allowed`: loopback names, ``review_allowed_hosts``):
+a page that rebinds its own DNS name to 127.0.0.1 sends its own name as ``Host`` and ``Origin``
+and gets a 403, so a website the reviewer visits cannot write reviews. Every error is JSON
+``{"error": {"code", "message"}}``, 500 included.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,6 +38,11 @@ from lawclf.screen.store import as_utc, posts, screen_passes, screen_reviews, sc
 
 QUEUES = ("flagged", "uncertain", "reviewed")
 MAX_LIMIT = 500
+#: Post ids are 64-bit database integers: anything outside is a bad request, not a server error.
+MAX_POST_ID = 2**63 - 1
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: Colab's kernel proxy (notebook 07 shows the page through it): names only Google can serve.
+COLAB_PROXY_SUFFIXES = (".colab.dev", ".colab.googleusercontent.com")
 
 
 def review_token(cfg: ScreenConfig) -> str:
@@ -53,6 +63,36 @@ def check_exposure(cfg: ScreenConfig) -> None:
     if not is_loopback(cfg.review_host) and not review_token(cfg):
         raise ConfigError(f"ScreenConfig.review_host: {cfg.review_host!r} is reachable from other machines; "
                           "set review_token (or LAWCLF_REVIEW_TOKEN) to protect the review page")
+
+
+def _hostname(value: str) -> str:
+    """``"Example.org:8010"`` / ``"[::1]:8010"`` / ``"https://x.org"`` -> ``"example.org"`` / ``"::1"`` / ``"x.org"``."""
+    try:
+        return (urllib.parse.urlsplit(value if "//" in value else "//" + value).hostname or "").rstrip(".")
+    except ValueError:
+        return ""
+
+
+def host_allowed(hostname: str, cfg: ScreenConfig, any_host: bool = False) -> bool:
+    """Whether the review page answers to ``hostname``: a loopback name or address, ``review_host``
+    itself (when it is a name or a specific address), a name in ``review_allowed_hosts``
+    (``*.example.org`` matches its subdomains), Colab's proxy when running in Colab, or any name
+    when ``any_host`` (a token is set and no names are configured)."""
+    if not hostname:
+        return False
+    if hostname in LOOPBACK_NAMES or is_loopback(hostname):
+        return True
+    configured = [h.strip().lower().rstrip(".") for h in cfg.review_allowed_hosts.split(",") if h.strip()]
+    if any_host and not configured:
+        return True
+    if cfg.review_host not in ("0.0.0.0", "::", "") and hostname == cfg.review_host.lower():
+        return True
+    for name in configured:
+        if hostname == name or (name.startswith("*.") and hostname.endswith(name[1:])):
+            return True
+    from lawclf.colab import in_colab
+
+    return in_colab() and hostname.endswith(COLAB_PROXY_SUFFIXES)
 
 
 def current_version(conn: sa.engine.Connection) -> Optional[str]:
@@ -120,6 +160,7 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     import base64
 
     from flask import Flask, Response, jsonify, request
+    from werkzeug.exceptions import HTTPException
 
     if cfg is None:  # under Gunicorn: the settings come from LAWCLF_SCREEN_* variables
         from lawclf.config import SCREEN_ENV_PREFIX, env_values
@@ -156,8 +197,17 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
 
     @app.before_request
     def authenticate():
-        if request.path == "/healthz":
+        if request.path == "/healthz":  # reveals nothing, writes nothing: probes use the pod's address
             return None
+        host = _hostname(request.host)
+        if not host_allowed(host, cfg, any_host=bool(token)):
+            return error(403, "wrong_host", f"this review page does not answer to Host {host or request.host!r}: "
+                         "open it by a loopback address or set review_allowed_hosts to the name it is served under")
+        origin = request.headers.get("Origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None:
+            origin_host = _hostname(origin) if origin != "null" else ""
+            if origin_host != host and not host_allowed(origin_host, cfg):
+                return error(403, "wrong_origin", f"writes are accepted from this page only, not from {origin!r}")
         ok, user = caller()
         if not ok:
             return error(401, "unauthorized", "this review page needs the review token (basic auth password)",
@@ -185,6 +235,23 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     @app.errorhandler(413)
     def too_large(_exc):
         return error(413, "too_large", "request body over 16 KiB")
+
+    @app.errorhandler(HTTPException)
+    def other_http(exc: HTTPException):  # the page reads every answer as JSON
+        return error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+
+    @app.errorhandler(sa.exc.SQLAlchemyError)
+    def database_error(exc: sa.exc.SQLAlchemyError):
+        app.logger.error("review database error: %s", exc)
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return error(503, "database_unavailable", f"the review database could not be used ({detail}); try again")
+
+    @app.errorhandler(Exception)
+    def internal(exc: Exception):
+        if isinstance(exc, HTTPException):
+            return other_http(exc)
+        app.logger.exception("review page error")
+        return error(500, "internal_error", "the review page failed on this request; its log has the details")
 
     @app.get("/")
     def index():
@@ -224,8 +291,8 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
         if not isinstance(body, dict):
             return error(400, "bad_json", "the body must be a JSON object")
         post_id, label = body.get("post_id"), body.get("label")
-        if not isinstance(post_id, int) or isinstance(post_id, bool):
-            return error(400, "bad_post_id", "post_id must be an integer")
+        if not isinstance(post_id, int) or isinstance(post_id, bool) or not 1 <= post_id <= MAX_POST_ID:
+            return error(400, "bad_post_id", f"post_id must be an integer from 1 to {MAX_POST_ID}")
         if label not in (0, 1) or isinstance(label, bool):
             return error(400, "bad_label", "label must be 1 (是法律咨询) or 0 (不是)")
         reviewer = request.environ.get("lawclf.user") or body.get("reviewer") or "anonymous"
