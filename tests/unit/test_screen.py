@@ -204,3 +204,30 @@ def test_status_is_unhealthy_while_a_node_walk_is_open(tmp_path, fake):
     status = job.status(cfg)
     assert status["healthy"] and status["open_walks"] == [] and status["problems"] == []
     assert cli(["status", "--db-url", cfg.db_url]) == 0
+
+
+@pytest.mark.parametrize("url, says", [
+    ("not a url", "is not a database URL"),
+    ("mysql://u@db.example/x", "'mysql' databases are not supported"),
+    ("nonsense://x", "'nonsense' databases are not supported"),
+    ("postgresql+psycopg://u:secret@127.0.0.1:1/x", "cannot write postgresql+psycopg://u:***@127.0.0.1:1/x"),
+    ("READONLY", "cannot write"),
+    ("UNDER_A_FILE", "cannot create the folder"),
+])
+@pytest.mark.parametrize("command", [["screen", "run"], ["screen", "notify"], ["collect", "stats"]])
+def test_a_database_that_cannot_be_used_is_one_line_naming_the_setting(tmp_path, capsys, url, says, command):
+    from lawclf.cli import main
+
+    if url == "READONLY":
+        path = tmp_path / "ro.db"
+        job.open_db(f"sqlite:///{path}").dispose()
+        url = f"sqlite:///file:{path}?mode=ro&uri=true"
+    elif url == "UNDER_A_FILE":
+        (tmp_path / "a-file").write_text("x")
+        url = f"sqlite:///{tmp_path}/a-file/screen.db"
+    assert main([*command, "--db-url", url, "--model-dir", str(tmp_path / "no-model")]
+                if command[1] == "run" else [*command, "--db-url", url]) == 2
+    err = capsys.readouterr().err
+    assert "db_url: " in err and says in err, err
+    assert "Traceback" not in err and "secret" not in err
+    assert len([line for line in err.splitlines() if not line.startswith("[")]) == 1, err

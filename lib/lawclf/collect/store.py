@@ -71,17 +71,60 @@ def utcnow() -> dt.datetime:
 
 
 def redact_url(url: str) -> str:
-    """The database URL with its password hidden, for printing and logs."""
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    """The database URL with its password hidden, for printing and logs (a URL that does not parse
+    is shown up to its ``@``, where a password would end)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url.rsplit("@", 1)[-1] if "@" in url else url
 
 
-def open_db(url: str) -> Engine:
-    """Engine for ``url`` with the tables created; a SQLite file's folder is created too."""
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, future=True)
-    metadata.create_all(engine)
+class DatabaseError(ValueError):
+    """The database a setting names cannot be used; the message is one line that names the setting."""
+
+
+#: The dialects the upserts are written for (``_insert_for``).
+DIALECTS = ("sqlite", "postgresql")
+
+
+def open_db(url: str, setting: str = "db_url", writable: bool = True) -> Engine:
+    """Engine for ``url`` with the tables created; a SQLite file's folder is created too.
+
+    Everything that can be wrong with the database is found here, before any work, and raised as
+    :class:`DatabaseError` naming ``setting``: a URL that does not parse, a dialect other than
+    SQLite or PostgreSQL, a missing driver, a server that does not answer, a file or folder that
+    cannot be created and (``writable``) a database that cannot be written.
+    """
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(f"{setting}: {redact_url(url)!r} is not a database URL; expected sqlite:///path/to/file.db or "
+                            "postgresql+psycopg://user:password@host/database") from None
+    backend = parsed.get_backend_name()
+    if backend not in DIALECTS:
+        raise DatabaseError(f"{setting}: {backend!r} databases are not supported ({redact_url(url)}); "
+                            "use sqlite:///… or postgresql+psycopg://…")
+    if backend == "sqlite" and parsed.database not in (None, "", ":memory:") and "mode=ro" not in url:
+        folder = Path(parsed.database).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"{setting}: cannot create the folder {folder} for {parsed.database} "
+                                f"({exc.strerror or exc})") from None
+    try:
+        engine = sa.create_engine(url, future=True)
+    except ModuleNotFoundError as exc:
+        raise DatabaseError(f"{setting}: the driver for {redact_url(url)} is not installed ({exc.name}); "
+                            "for PostgreSQL: pip install 'psycopg[binary]'") from None
+    try:
+        metadata.create_all(engine)
+        if writable:  # a read-only file or replica fails here, not halfway through a pass
+            with engine.begin() as conn:
+                conn.execute(sa.delete(crawl_state).where(sa.false()))
+    except sa.exc.SQLAlchemyError as exc:
+        engine.dispose()
+        detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        raise DatabaseError(f"{setting}: cannot {'write' if writable else 'open'} {redact_url(url)}: {detail}") from None
     return engine
 
 

@@ -59,7 +59,11 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "review":
         from lawclf.screen.review import create_review_app
 
-        app = create_review_app(cfg)  # refuses (ConfigError) to serve off loopback without a token
+        try:
+            app = create_review_app(cfg)  # refuses (ConfigError) to serve off loopback without a token
+        except ValueError as exc:  # ConfigError, DatabaseError: one line naming the setting
+            print(f"lawclf screen review: {exc}", file=sys.stderr)
+            return 2
         print(f"[screen] review page on http://{cfg.review_host}:{cfg.review_port}/", file=sys.stderr)
         app.run(host=cfg.review_host, port=cfg.review_port)
         return 0

@@ -74,11 +74,17 @@ def scorer_version(scorer: Scorer) -> str:
     return f"{scorer.version}+{digest.hexdigest()[:12]}"
 
 
-def open_db(url: str) -> Engine:
+def open_db(url: str, writable: bool = True) -> Engine:
+    """The screening database, checked (:func:`lawclf.collect.store.open_db`) and upgraded."""
     from lawclf.screen import store  # registers the screening tables on the shared metadata
 
-    engine = collect_store.open_db(url)
-    store.upgrade(engine)
+    engine = collect_store.open_db(url, writable=writable)
+    try:
+        store.upgrade(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        engine.dispose()
+        raise collect_store.DatabaseError(f"db_url: cannot upgrade {collect_store.redact_url(url)}: "
+                                          f"{' '.join(str(getattr(exc, 'orig', None) or exc).split())[:300]}") from None
     return engine
 
 
@@ -275,13 +281,17 @@ def run_pass(cfg: ScreenConfig, scorer: Optional[Scorer] = None, client: Any = N
              on_stage: Optional[Callable[[str], None]] = None, notify_session: Any = None) -> dict[str, Any]:
     """One pass; returns its summary (also kept in ``screen_passes``). Safe to kill at any point."""
     stage = on_stage or (lambda name: None)
-    hooks = notify.parse_webhooks(cfg.webhooks)  # a bad webhook fails before any work
-    if scorer is None:
-        from lawclf.predict import Predictor
-
-        scorer = Predictor(cfg.model_dir)
-    version = scorer_version(scorer)
+    hooks = notify.parse_webhooks(cfg.webhooks)  # a bad webhook or database fails before any work
     engine = open_db(cfg.db_url)
+    try:
+        if scorer is None:
+            from lawclf.predict import Predictor
+
+            scorer = Predictor(cfg.model_dir)
+        version = scorer_version(scorer)
+    except BaseException:
+        engine.dispose()
+        raise
     t0 = time.perf_counter()
     try:
         with engine.begin() as conn:
@@ -362,7 +372,7 @@ def _record(engine: Engine, pass_id: int, **values: Any) -> None:
 
 def status(cfg: ScreenConfig, last: int = 10) -> dict[str, Any]:
     """The last passes and what the database holds, for ``lawclf screen status``."""
-    engine = open_db(cfg.db_url)
+    engine = open_db(cfg.db_url, writable=False)  # monitoring may read a replica
     try:
         with engine.connect() as conn:
             passes = conn.execute(sa.select(screen_passes).order_by(screen_passes.c.id.desc()).limit(last)).mappings().all()
