@@ -227,10 +227,28 @@ def read_body(req: Any, limit: int) -> bytes:
     raw = req.environ.get("wsgi.input")
     if raw is None:
         return b""
-    data = raw.read(limit + 1)
+    try:
+        data = raw.read(limit + 1)
+    except Exception as exc:  # the client's fault, not a server error (and no Sentry event)
+        if not _is_framing_error(exc):
+            raise
+        raise ApiError(400, "bad_chunked_body", "The chunked request body is malformed or ended early "
+                                                f"({exc.__class__.__name__}).") from None
     if len(data) > limit:
         raise ApiError(413, "payload_too_large", f"The request body is larger than {limit} bytes.")
     return data
+
+
+def _is_framing_error(exc: BaseException) -> bool:
+    """A broken chunked encoding (bad size line, missing CRLF, the client gone mid-body), as Gunicorn's
+    parser or Werkzeug's development server reports it."""
+    if isinstance(exc, (OSError, EOFError)) or type(exc).__name__ == "ClientDisconnected":
+        return True
+    try:
+        from gunicorn.http.errors import ParseException
+    except ImportError:  # the development server: Werkzeug's de-chunker raises ValueError
+        return isinstance(exc, ValueError)
+    return isinstance(exc, (ParseException, ValueError))
 
 
 def _error(status: int, code: str, message: str) -> Response:

@@ -134,3 +134,25 @@ def test_gunicorns_own_errors_are_json(small_server, request_bytes, status):
     got, body = _status_and_json(_read_all(sock))
     sock.close()
     assert got == status and body["error"]["code"] and body["error"]["message"]
+
+
+CHUNKED = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize("body, close_early", [
+    (b"zz\r\n{}\r\n0\r\n\r\n", False),                       # a size that is not hex
+    (b"2\r\n{}0\r\n\r\n", False),                            # the chunk's CRLF missing
+    (b"20\r\n{\"content\": \"abc", True),                    # the client closes mid-chunk
+])
+def test_a_malformed_chunked_body_is_a_json_400_without_a_traceback(small_server, body, close_early):
+    before = small_server.log_path.read_text(encoding="utf-8", errors="replace")
+    sock = _connect(small_server)
+    sock.sendall(CHUNKED + body)
+    if close_early:
+        sock.shutdown(socket.SHUT_WR)  # half-close: the server sees the end of the body, we can still read
+    got, answer = _status_and_json(_read_all(sock))
+    sock.close()
+    assert got == 400 and answer["error"]["code"] == "bad_chunked_body", answer
+    time.sleep(0.3)
+    log = small_server.log_path.read_text(encoding="utf-8", errors="replace")[len(before):]
+    assert "Traceback" not in log and '"status": 500' not in log, log[-2000:]
