@@ -156,6 +156,28 @@ def test_rate_limit_answers_429_json(nginx):
     assert fetch(nginx["url"] + "/healthz")[0] == 200
 
 
+def test_clients_behind_a_proxy_are_limited_each_on_their_own(nginx):
+    """Behind a load balancer every request comes from its address: the limit must key on the client
+    it names (X-Forwarded-For from a trusted address), not throttle 16 clients as one; and the 429s
+    of a client over its limit do not write one error-log line each."""
+    time.sleep(2.5)
+    log = nginx["prefix"] / "error.log"
+    log_before = log.stat().st_size if log.exists() else 0
+    statuses = []
+    for round_ in range(4):  # 16 clients x 4 rounds x 10 = 640 requests, 40 per client: within each burst
+        for client in range(16):
+            for _ in range(10):
+                statuses.append(fetch(nginx["url"] + "/predict", raw=b"not json",
+                                      headers={"X-Forwarded-For": f"198.51.100.{client + 1}"})[0])
+    assert statuses.count(429) == 0 and statuses.count(400) == len(statuses)
+    one = [fetch(nginx["url"] + "/predict", raw=b"not json", headers={"X-Forwarded-For": "203.0.113.7"})[0]
+           for _ in range(150)]
+    assert one.count(429) > 50, "a single client over its limit is still limited"
+    time.sleep(0.3)
+    new_log = log.read_text(errors="replace")[log_before:] if log.exists() else ""
+    assert "limiting requests" not in new_log, new_log[-1000:]
+
+
 def test_access_log_is_json_with_the_request_id(nginx):
     fetch(nginx["url"] + "/healthz", headers={"X-Request-ID": "access-log-1"})
     time.sleep(0.3)
@@ -182,6 +204,10 @@ def _raw(url: str, request: bytes) -> tuple[int, str, bytes]:
     (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\nConnection: close\r\n\r\n", 400,
      "headers_too_large"),
     (b"NOT A REQUEST\r\n\r\n", 400, "bad_request"),
+    (b"TRACE / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "method_not_allowed"),
+    (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+     501, "not_implemented"),
+    (b"GET /healthz HTTP/3.0\r\nHost: x\r\nConnection: close\r\n\r\n", 505, "http_version_not_supported"),
 ])
 def test_errors_nginx_answers_itself_are_json(nginx, request_bytes, status, code):
     got, content_type, body = _raw(nginx["url"], request_bytes)
