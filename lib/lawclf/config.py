@@ -108,6 +108,7 @@ class _Checked:
 
     _choices: ClassVar[dict[str, tuple]] = {}
     _ranges: ClassVar[dict[str, tuple[Optional[float], Optional[float]]]] = {}
+    env_prefix: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         cls = type(self)
@@ -134,6 +135,9 @@ class _Checked:
 @dataclass
 class DataConfig(_Checked):
     """Loading, validation, normalisation and splitting (notebook 01, ``lawclf prepare``)."""
+
+    #: Environment variables ``LAWCLF_DATA_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_DATA_"
 
     _ranges = {"min_chars": (0, None), "max_chars": (1, None), "val_fraction": (0.0, 0.9),
                "test_fraction": (0.0, 0.9), "max_per_class": (0, None),
@@ -175,6 +179,9 @@ class DataConfig(_Checked):
 class KeywordConfig(_Checked):
     """Keyword statistics and word clouds (notebook 02, ``lawclf keywords``)."""
 
+    #: Environment variables ``LAWCLF_KEYWORDS_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_KEYWORDS_"
+
     _ranges = {"top_k": (1, None), "min_count": (1, None), "wordcloud_max_words": (1, None),
                "prior_scale": (1e-9, None)}
 
@@ -197,6 +204,9 @@ class KeywordConfig(_Checked):
 @dataclass
 class TrainConfig(_Checked):
     """Model and training loop (notebook 03, ``lawclf train``)."""
+
+    #: Environment variables ``LAWCLF_TRAIN_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_TRAIN_"
 
     _choices = {"loss": ("focal", "ce"), "mixed_precision": ("auto", "no", "fp16", "bf16"),
                 "metric": ("f1", "loss", "accuracy", "precision", "recall", "pr_auc", "roc_auc"), "recipe": RECIPES,
@@ -288,6 +298,9 @@ class TrainConfig(_Checked):
 class EvalConfig(_Checked):
     """Test-split evaluation and threshold choice (notebook 04, ``lawclf evaluate``)."""
 
+    #: Environment variables ``LAWCLF_EVAL_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_EVAL_"
+
     _choices = {"threshold_strategy": THRESHOLD_STRATEGIES, "combine": COMBINE_METHODS}
     _ranges = {"target_precision": (0.0, 1.0), "max_source_fpr": (0.0, 1.0), "min_source_rows": (1, None),
                "eval_batch_size": (1, None), "n_errors": (0, None), "calibration_bins": (1, None)}
@@ -319,6 +332,9 @@ class EvalConfig(_Checked):
 class ExportConfig(_Checked):
     """ONNX export, validation and quantisation (notebook 05, ``lawclf export``)."""
 
+    #: Environment variables ``LAWCLF_EXPORT_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_EXPORT_"
+
     _ranges = {"opset": (14, None), "atol": (0.0, None), "parity_max_texts": (0, None)}
 
     run_dir: str = DEFAULT_RUN_DIR
@@ -340,6 +356,9 @@ class ExportConfig(_Checked):
 @dataclass
 class ServeConfig(_Checked):
     """HTTP service settings, read from ``LAWCLF_*`` environment variables (see from_env)."""
+
+    #: Environment variables ``LAWCLF_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_"
 
     model_dir: str = "runs/sample/onnx"
     #: Comma-separated allowed origins; empty = no cross-origin access at all.
@@ -371,16 +390,15 @@ class ServeConfig(_Checked):
     @classmethod
     def from_env(cls, environ: Optional[typing.Mapping[str, str]] = None) -> "ServeConfig":
         """Build from ``LAWCLF_<FIELD>`` variables (``SENTRY_DSN`` also accepted bare)."""
-        env = os.environ if environ is None else environ
-        bare_sentry = {k: v for k, v in env.items() if k.startswith("SENTRY_")}
-        values = {k: v for k, v in env_values(cls, "", bare_sentry).items() if k.startswith("sentry_")}
-        values.update(env_values(cls, "LAWCLF_", env))  # LAWCLF_SENTRY_DSN wins over SENTRY_DSN
-        return cls(**values)
+        return cls(**environment_values(cls, environ))
 
 
 @dataclass
 class CollectConfig(_Checked):
     """Optional data collection: V2EX crawler, Q&A importer, JSONL export (notebook 00, ``lawclf collect``)."""
+
+    #: Environment variables ``LAWCLF_COLLECT_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_COLLECT_"
 
     #: SQLAlchemy URL: a SQLite file (zero set-up) or ``postgresql+psycopg://user:pw@host/db``.
     db_url: str = "sqlite:///runs/collect/collect.db"
@@ -436,6 +454,9 @@ SCREEN_ENV_PREFIX = "LAWCLF_SCREEN_"
 @dataclass
 class ScreenConfig(_Checked):
     """The screening job: collect new posts, score them, digest, notify, review (``lawclf screen``, notebook 07)."""
+
+    #: Environment variables ``LAWCLF_SCREEN_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = SCREEN_ENV_PREFIX
 
     _ranges = {"max_pages": (1, None), "score_chunk": (1, None), "uncertain_band": (0.0, 1.0),
                "notify_timeout_s": (0.1, None), "notify_budget_s": (0.0, None), "notify_max_attempts": (0, None),
@@ -614,15 +635,24 @@ def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {str(k): v for k, v in loaded.items()}
 
 
-def config_from_args(cls: type[ConfigT], ns: argparse.Namespace) -> ConfigT:
-    """Build a config from flags added by :func:`add_config_args` (flags > ``--config`` file > defaults).
+def config_from_args(cls: type[ConfigT], ns: argparse.Namespace,
+                     environ: Optional[typing.Mapping[str, str]] = None) -> ConfigT:
+    """Build a config from flags added by :func:`add_config_args`: see :func:`resolve_config`."""
+    return resolve_config(cls, getattr(ns, "config", None), vars(ns), environ)
+
+
+def resolve_config(cls: type[ConfigT], config_file: Optional[str | os.PathLike[str]] = None,
+                   flags: Optional[typing.Mapping[str, Any]] = None,
+                   environ: Optional[typing.Mapping[str, str]] = None) -> ConfigT:
+    """The one order every CLI and WSGI factory reads settings in: defaults < ``config_file``
+    (YAML ``NAME: value``, as papermill reads it) < environment (``<env_prefix><FIELD>``, see
+    :func:`environment_values`) < ``flags``.
 
     Names in the file that belong to another stage's config are ignored (one file drives the
     whole series); a name no config knows is reported on stderr, since it is probably a typo.
     """
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
-    config_file = getattr(ns, "config", None)
     if config_file:
         known = {f.name for c in ALL_CONFIGS for f in dataclasses.fields(c)}
         for key, value in load_params_file(config_file).items():
@@ -631,8 +661,21 @@ def config_from_args(cls: type[ConfigT], ns: argparse.Namespace) -> ConfigT:
                 values[name] = value
             elif name not in known:
                 print(f"{config_file}: {key} is not a parameter of any lawclf stage; ignored", file=sys.stderr)
-    values.update({k: v for k, v in vars(ns).items() if k in names})
+    values.update(environment_values(cls, environ))
+    values.update({k: v for k, v in (flags or {}).items() if k in names})
     return cls(**values)
+
+
+def environment_values(cls: type, environ: Optional[typing.Mapping[str, str]] = None) -> dict[str, Any]:
+    """Fields of ``cls`` set in the environment under its ``env_prefix`` (``LAWCLF_TRAIN_EPOCHS``;
+    the server's are ``LAWCLF_<FIELD>``, and Sentry's settings are also read bare, ``SENTRY_DSN``)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    if cls is ServeConfig:
+        bare_sentry = {k: v for k, v in env.items() if k.startswith("SENTRY_")}
+        values = {k: v for k, v in env_values(cls, "", bare_sentry).items() if k.startswith("sentry_")}
+    values.update(env_values(cls, getattr(cls, "env_prefix", ""), env))  # LAWCLF_SENTRY_DSN wins over SENTRY_DSN
+    return values
 
 
 def env_values(cls: type, prefix: str, environ: Optional[typing.Mapping[str, str]] = None) -> dict[str, Any]:
@@ -714,6 +757,6 @@ __all__ = [
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
     "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "COMBINE_METHODS", "ALL_CONFIGS", "field_docs", "load_params_file",
-    "add_config_args", "config_from_args", "config_from_params", "to_dict", "record_results",
+    "add_config_args", "config_from_args", "resolve_config", "environment_values", "config_from_params", "to_dict", "record_results",
     "read_results", "read_model_meta", "write_model_meta", "field",
 ]

@@ -23,7 +23,6 @@ Nothing here imports torch: the server installs with ONNX Runtime alone.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -41,7 +40,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from lawclf import __version__
-from lawclf.config import ServeConfig, add_config_args
+from lawclf.config import ServeConfig, add_config_args, config_from_args
 from lawclf.microbatch import MicroBatcher, Overloaded
 from lawclf.validation import ApiError, parse_json_body, validate_batch, validate_single
 
@@ -463,14 +462,12 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     add_config_args(parser, ServeConfig)
-    try:
-        env_cfg = ServeConfig.from_env()
-    except ValueError as exc:
+    args = parser.parse_args(argv)
+    try:  # flags > LAWCLF_* variables > --config file > defaults, as every stage
+        cfg = config_from_args(ServeConfig, args)
+    except (ValueError, FileNotFoundError) as exc:
         print(f"lawclf serve: {exc}", file=sys.stderr)
         return 2
-    parser.set_defaults(**dataclasses.asdict(env_cfg))  # flags > LAWCLF_* variables > defaults
-    args = parser.parse_args(argv)
-    cfg = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
     try:
         app = create_app(cfg)
     except Exception as exc:  # a missing or corrupt model: a clear message, no traceback

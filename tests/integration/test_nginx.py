@@ -164,7 +164,7 @@ def test_clients_behind_a_proxy_are_limited_each_on_their_own(nginx):
     log = nginx["prefix"] / "error.log"
     log_before = log.stat().st_size if log.exists() else 0
     statuses = []
-    for round_ in range(4):  # 16 clients x 4 rounds x 10 = 640 requests, 40 per client: within each burst
+    for _round in range(4):  # 16 clients x 4 rounds x 10 = 640 requests, 40 per client: within each burst
         for client in range(16):
             for _ in range(10):
                 statuses.append(fetch(nginx["url"] + "/predict", raw=b"not json",

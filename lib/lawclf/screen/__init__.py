@@ -16,7 +16,8 @@
     lawclf screen export-reviews --merge-data-dir data/sample
     lawclf prepare --data-dir runs/screen/reviews
 
-Every setting can also be given as ``LAWCLF_SCREEN_<FIELD>`` (flags win).
+Every setting can also be given as ``LAWCLF_SCREEN_<FIELD>`` or in ``--config FILE.yaml``
+(flags > environment > file > defaults).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from typing import Optional, Sequence
 
 from lawclf.config import SCREEN_ENV_PREFIX as ENV_PREFIX
-from lawclf.config import ScreenConfig, add_config_args, config_from_args, env_values
+from lawclf.config import ScreenConfig, add_config_args, config_from_args
 
 __all__ = ["cli", "ENV_PREFIX"]
 
@@ -49,10 +50,11 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
             p.add_argument("--retry-failed", action="store_true",
                            help="queue the deliveries given up (older than notify_max_age_h) again first")
     args = parser.parse_args(argv)
-    for name, value in env_values(ScreenConfig, ENV_PREFIX).items():  # flags > environment > --config file
-        if not hasattr(args, name):
-            setattr(args, name, value)
-    cfg = config_from_args(ScreenConfig, args)
+    try:  # flags > LAWCLF_SCREEN_* variables > --config file > defaults, as every stage
+        cfg = config_from_args(ScreenConfig, args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lawclf screen {args.command}: {exc}", file=sys.stderr)
+        return 2
     from lawclf.collect.store import redact_url
 
     print(f"[screen] database: {redact_url(cfg.db_url)}", file=sys.stderr)

@@ -163,9 +163,9 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     from werkzeug.exceptions import HTTPException
 
     if cfg is None:  # under Gunicorn: the settings come from LAWCLF_SCREEN_* variables
-        from lawclf.config import SCREEN_ENV_PREFIX, env_values
+        from lawclf.config import resolve_config
 
-        cfg = ScreenConfig(**env_values(ScreenConfig, SCREEN_ENV_PREFIX))
+        cfg = resolve_config(ScreenConfig)
     check_exposure(cfg)
     token = review_token(cfg)
     engine = engine or open_db(cfg.db_url)
