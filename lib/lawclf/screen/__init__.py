@@ -5,7 +5,7 @@
                       run it from cron, a systemd timer or a Kubernetes CronJob.
 * ``status``          the last passes, counts, failed notifications; exit 1 while the last pass failed
                       or was partial, a notification is given up or a node walk is still open
-* ``notify``          deliver what is due now; ``--retry-failed`` queues given-up deliveries again
+* ``notify``          deliver every queued notification now; ``--retry-failed`` the given-up ones too
 * ``review``          the review page: flagged and uncertain posts, 是法律咨询 / 不是
 * ``export-reviews``  reviewed posts as legal.jsonl + nonlegal.jsonl for ``lawclf prepare``
 
@@ -39,7 +39,7 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {"run": "one screening pass (collect, score, digest, notify)",
              "status": "the last passes and what the database holds",
-             "notify": "deliver the notifications that are due (--retry-failed: the given-up ones too)",
+             "notify": "deliver every queued notification now (--retry-failed: the given-up ones too)",
              "review": "serve the review page", "export-reviews": "write reviewed posts for `lawclf prepare`"}
     for name, help_ in helps.items():
         p = sub.add_parser(name, help=help_)

@@ -355,11 +355,13 @@ def deliver(cfg: ScreenConfig, engine: Engine, session: Any = None) -> dict[str,
 
 
 def notify_pending(cfg: ScreenConfig, retry_failed: bool = False, session: Any = None) -> dict[str, Any]:
-    """``lawclf screen notify``: deliver what is due now, without a pass; with ``retry_failed``,
-    queue the given-up deliveries again first (after an outage longer than ``notify_max_age_h``)."""
+    """``lawclf screen notify``: deliver every queued notification now, without a pass and without
+    waiting out its back-off (the receiver is known to be back); with ``retry_failed``, queue the
+    given-up deliveries again first (after an outage longer than ``notify_max_age_h``)."""
     engine = open_db(cfg.db_url)
     try:
         requeued = notify.retry_failed(engine) if retry_failed else 0
+        notify.due_now(engine)
         return {"requeued": requeued, **deliver(cfg, engine, session)}
     finally:
         engine.dispose()

@@ -217,6 +217,14 @@ def retry_failed(engine: Engine) -> int:
     return int(result.rowcount or 0)
 
 
+def due_now(engine: Engine) -> int:
+    """Make every pending delivery due now (its back-off is skipped, its age kept); returns how many."""
+    with engine.begin() as conn:
+        result = conn.execute(sa.update(screen_notifications).where(screen_notifications.c.status == "pending")
+                              .values(next_attempt_at=utcnow()))
+    return int(result.rowcount or 0)
+
+
 #: What a row says while its request is out: if the pass is killed before the reply, the next one
 #: finds this and sends again (at least once).
 NO_REPLY = "sent; no reply recorded (the pass ended before the answer): sent again"
