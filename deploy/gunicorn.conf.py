@@ -49,6 +49,17 @@ os.environ["LAWCLF_ORT_THREADS"] = str(ort_threads)
 worker_class = "lawclf.gunicorn_worker.DeadlineThreadWorker"
 threads = _int_env("GUNICORN_THREADS", 32)  # concurrent requests per worker
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+# Bare Gunicorn reachable from other machines is open to slow and idle clients: each one holds a gthread
+# thread until its read deadline (100 idle connections delayed /healthz by 15 s), which a buffering proxy
+# absorbs. So binding off loopback needs GUNICORN_BEHIND_PROXY=1, the operator's word that Nginx (or
+# another buffering proxy) is in front: docker-compose.yml sets it for the app behind its Nginx; a bare
+# `docker run -p` of the image stops here with this message instead of serving exposed.
+_host = bind.rsplit(":", 1)[0].strip("[]") if not bind.startswith(("unix:", "fd://")) else "127.0.0.1"
+if _host not in ("127.0.0.1", "localhost", "::1") and not _host.startswith("127.") and \
+        os.environ.get("GUNICORN_BEHIND_PROXY", "").strip().lower() not in ("1", "true", "yes"):
+    raise SystemExit(f"GUNICORN_BIND={bind}: Gunicorn alone must not face other machines (slow or idle clients hold "
+                     "its threads). Put Nginx in front (deploy/docker-compose.yml, the Kubernetes sidecar) and set "
+                     "GUNICORN_BEHIND_PROXY=1, or bind 127.0.0.1 for local use.")
 # Each worker loads the app and the model itself. ONNX Runtime is not fork-safe: a session
 # created in the master makes forked workers hang or abort, so no preload_app. A missing or
 # corrupt model still stops start-up: the worker fails to boot with the app's message and

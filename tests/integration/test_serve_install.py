@@ -67,6 +67,7 @@ def test_compose_wires_nginx_to_the_app():
     assert app["build"]["dockerfile"] == "deploy/Dockerfile"
     assert any(v.endswith(":/models:ro") for v in app["volumes"])
     assert app["environment"]["LAWCLF_MODEL_DIR"] == "/models"
+    assert app["environment"]["GUNICORN_BEHIND_PROXY"] == "1" and "ports" not in app  # only Nginx is published
     assert nginx["depends_on"]["app"]["condition"] == "service_healthy"
     assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in nginx["volumes"]
     conf = (REPO_ROOT / "deploy" / "nginx.conf").read_text()

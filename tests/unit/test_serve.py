@@ -467,11 +467,21 @@ def _gunicorn_conf(monkeypatch, **env) -> dict:
 
     from lawclf.config import REPO_ROOT
 
-    for name in ("WEB_CONCURRENCY", "LAWCLF_ORT_THREADS", "GUNICORN_THREADS", "GUNICORN_BIND"):
+    for name in ("WEB_CONCURRENCY", "LAWCLF_ORT_THREADS", "GUNICORN_THREADS", "GUNICORN_BIND", "GUNICORN_BEHIND_PROXY"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return runpy.run_path(str(REPO_ROOT / "deploy" / "gunicorn.conf.py"))
+
+
+def test_gunicorn_refuses_to_face_other_machines_without_a_proxy(monkeypatch):
+    """The image binds 0.0.0.0: a bare `docker run -p` must not serve exposed to idle and slow clients."""
+    for bind in ("0.0.0.0:8000", "[::]:8000", "10.1.2.3:8000"):
+        with pytest.raises(SystemExit, match="GUNICORN_BEHIND_PROXY=1"):
+            _gunicorn_conf(monkeypatch, GUNICORN_BIND=bind)
+    for bind in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "unix:/tmp/lawclf.sock"):
+        assert _gunicorn_conf(monkeypatch, GUNICORN_BIND=bind)["bind"] == bind
+    assert _gunicorn_conf(monkeypatch, GUNICORN_BIND="0.0.0.0:8000", GUNICORN_BEHIND_PROXY="1")["bind"] == "0.0.0.0:8000"
 
 
 def test_gunicorn_conf_fits_workers_times_threads_to_the_cores(monkeypatch):
@@ -481,7 +491,8 @@ def test_gunicorn_conf_fits_workers_times_threads_to_the_cores(monkeypatch):
     assert conf["preload_app"] is False and conf["accesslog"] is None
     assert conf["workers"] == max(1, cores // 4) and conf["workers"] * conf["ort_threads"] <= max(cores, 1)
     assert os.environ["LAWCLF_ORT_THREADS"] == str(conf["ort_threads"])  # handed to the app
-    conf = _gunicorn_conf(monkeypatch, WEB_CONCURRENCY="3", LAWCLF_ORT_THREADS="0", GUNICORN_BIND="0.0.0.0:9000")
+    conf = _gunicorn_conf(monkeypatch, WEB_CONCURRENCY="3", LAWCLF_ORT_THREADS="0", GUNICORN_BIND="0.0.0.0:9000",
+                          GUNICORN_BEHIND_PROXY="1")
     assert conf["workers"] == 3 and conf["ort_threads"] == max(1, cores // 3) and conf["bind"] == "0.0.0.0:9000"
     assert _gunicorn_conf(monkeypatch, LAWCLF_ORT_THREADS="5")["ort_threads"] == 5
     with pytest.raises(SystemExit, match="WEB_CONCURRENCY"):
