@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -127,6 +128,9 @@ def test_reviewing_in_chromium_then_export_feeds_prepare(loop, browser):  # noqa
         browser.get(url + "/")
         WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".post"))
         cards = browser.find_elements(By.CSS_SELECTOR, ".post")
+        meta = cards[0].find_element(By.CSS_SELECTOR, ".meta").text
+        assert "模型判为法律咨询" in meta and re.search(r"分数 \d\.\d{3}（阈值 \d\.\d{3}）", meta), meta
+        assert re.search(r"发帖 .*（.+）", meta), meta  # the time with its zone named
         first_id = int(cards[0].get_attribute("data-post-id"))
         second_id = int(cards[1].get_attribute("data-post-id")) if len(cards) > 1 else None
         body = browser.find_element(By.TAG_NAME, "body")

@@ -252,3 +252,21 @@ def test_a_server_error_is_json_too(screened, monkeypatch):
     assert resp.status_code == 500 and resp.get_json()["error"]["code"] == "internal_error"
     assert "secret" not in resp.get_data(as_text=True)
     assert client.delete("/api/reviews").get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_queues_page_on_past_the_first_page(screened):
+    client = _client(screened)
+    first = client.get("/api/posts?queue=flagged&limit=2").get_json()
+    second = client.get("/api/posts?queue=flagged&limit=2&offset=2").get_json()
+    assert first["has_more"] is True and second["has_more"] is False and second["offset"] == 2
+    assert _ids(client.get("/api/posts?queue=flagged")) == [p["title"] for p in first["posts"] + second["posts"]]
+    assert all(p["is_legal"] for p in first["posts"])  # the model's verdict is on each card
+    assert client.get("/api/posts?offset=-1").get_json()["error"]["code"] == "bad_offset"
+    wrong_queue = client.get("/api/posts?queue=uncertain&date=2026-01-01")
+    assert wrong_queue.status_code == 400 and "flagged queue only" in wrong_queue.get_json()["error"]["message"]
+
+
+def test_the_page_shows_verdict_three_decimals_zone_and_a_reviewer_field(screened):
+    page = _client(screened).get("/").get_data(as_text=True)
+    assert "模型判为" in page and "toFixed(3)" in page and "timeZone" in page
+    assert 'id="reviewer"' in page and 'id="more"' in page

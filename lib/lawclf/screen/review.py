@@ -3,7 +3,7 @@
 ``create_review_app(cfg)`` is a small Flask app: one self-contained HTML page (no external assets)
 over a JSON API.
 
-* ``GET /api/posts?queue=flagged|uncertain|reviewed&source=&date=YYYY-MM-DD&limit=``
+* ``GET /api/posts?queue=flagged|uncertain|reviewed&source=&date=YYYY-MM-DD&limit=&offset=`` (``has_more``: page on)
   ``flagged``: posts the current model judged legal, newest first (``date`` = the day they were
   scored, server-local). ``uncertain``: unreviewed posts whose score is within ``uncertain_band``
   of the threshold, nearest first: the clicks that teach the next model most.
@@ -110,10 +110,11 @@ def _latest_reviews(post_ids: list[int], conn: sa.engine.Connection) -> dict[int
 
 
 def list_posts(conn: sa.engine.Connection, cfg: ScreenConfig, queue: str, source: str = "",
-               day: Optional[dt.date] = None, limit: int = 100) -> dict[str, Any]:
+               day: Optional[dt.date] = None, limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    """One page of a queue: ``limit`` posts from ``offset``, and ``has_more`` when the queue goes on."""
     version = current_version(conn)
     if version is None:
-        return {"model_version": None, "queue": queue, "posts": []}
+        return {"model_version": None, "queue": queue, "posts": [], "offset": offset, "has_more": False}
     reviewed = sa.select(screen_reviews.c.post_id)
     q = (sa.select(posts.c.id, posts.c.source, posts.c.external_id, posts.c.title, posts.c.body, posts.c.node,
                    posts.c.created, screen_scores.c.score, screen_scores.c.threshold, screen_scores.c.is_legal,
@@ -132,12 +133,14 @@ def list_posts(conn: sa.engine.Connection, cfg: ScreenConfig, queue: str, source
         q = q.where(distance <= cfg.uncertain_band, posts.c.id.not_in(reviewed)).order_by(distance, posts.c.id)
     else:
         q = q.where(posts.c.id.in_(reviewed)).order_by(posts.c.id.desc())
-    rows = conn.execute(q.limit(limit)).mappings().all()
+    rows = conn.execute(q.limit(limit + 1).offset(offset)).mappings().all()
+    has_more, rows = len(rows) > limit, rows[:limit]
     reviews = _latest_reviews([r["id"] for r in rows], conn)
     out = [{**post_view(cfg, r, as_utc(r["created"])), "threshold": float(r["threshold"]),
             "is_legal": bool(r["is_legal"]), "review": reviews.get(r["id"])} for r in rows]
     sources = conn.execute(sa.select(posts.c.source).distinct().order_by(posts.c.source)).scalars().all()
-    return {"model_version": version, "queue": queue, "posts": out, "sources": list(sources)}
+    return {"model_version": version, "queue": queue, "posts": out, "sources": list(sources), "offset": offset,
+            "has_more": has_more}
 
 
 def add_review(conn: sa.engine.Connection, post_id: int, label: int, reviewer: str) -> dict[str, Any]:
@@ -280,8 +283,16 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
             return error(400, "bad_limit", "limit must be an integer")
         if not 1 <= limit <= MAX_LIMIT:
             return error(400, "bad_limit", f"limit must be between 1 and {MAX_LIMIT}")
+        try:
+            offset = int(request.args.get("offset", "0"))
+        except ValueError:
+            return error(400, "bad_offset", "offset must be an integer")
+        if not 0 <= offset <= MAX_POST_ID:
+            return error(400, "bad_offset", "offset must be 0 or more")
+        if day is not None and queue != "flagged":
+            return error(400, "bad_date", "date filters the flagged queue only (the day the posts were scored)")
         with engine.connect() as conn:
-            return jsonify(list_posts(conn, cfg, queue, request.args.get("source", ""), day, limit))
+            return jsonify(list_posts(conn, cfg, queue, request.args.get("source", ""), day, limit, offset))
 
     @app.post("/api/reviews")
     def api_reviews():
