@@ -231,3 +231,17 @@ def test_a_database_that_cannot_be_used_is_one_line_naming_the_setting(tmp_path,
     assert "db_url: " in err and says in err, err
     assert "Traceback" not in err and "secret" not in err
     assert len([line for line in err.splitlines() if not line.startswith("[")]) == 1, err
+
+
+@pytest.mark.parametrize("command, setting", [(["screen", "run"], "out_dir"), (["screen", "export-reviews"], "reviews_out_dir")])
+def test_a_folder_that_cannot_be_written_fails_before_any_work(tmp_path, capsys, command, setting):
+    from lawclf.cli import main
+
+    (tmp_path / "a-file").write_text("x")
+    blocked = str(tmp_path / "a-file" / "out")  # under a file: cannot be created, even by root
+    flag = "--" + setting.replace("_", "-")
+    assert main([*command, "--db-url", f"sqlite:///{tmp_path}/s.db", flag, blocked,
+                 "--model-dir", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err
+    assert f"{setting}: cannot write in {blocked}" in err and "Traceback" not in err
+    assert not (tmp_path / "s.db").exists() or command[1] == "export-reviews"

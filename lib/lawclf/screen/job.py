@@ -74,6 +74,19 @@ def scorer_version(scorer: Scorer) -> str:
     return f"{scorer.version}+{digest.hexdigest()[:12]}"
 
 
+def check_writable_folder(folder: str, setting: str) -> None:
+    """Create ``folder`` and write a file in it, or raise a ValueError naming ``setting`` (a read-only
+    mount or a file in the way would otherwise fail after the pass's work, when the digest is written)."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".lawclf-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot write in {path} ({exc.strerror or exc})") from None
+
+
 def open_db(url: str, writable: bool = True) -> Engine:
     """The screening database, checked (:func:`lawclf.collect.store.open_db`) and upgraded."""
     from lawclf.screen import store  # registers the screening tables on the shared metadata
@@ -281,7 +294,8 @@ def run_pass(cfg: ScreenConfig, scorer: Optional[Scorer] = None, client: Any = N
              on_stage: Optional[Callable[[str], None]] = None, notify_session: Any = None) -> dict[str, Any]:
     """One pass; returns its summary (also kept in ``screen_passes``). Safe to kill at any point."""
     stage = on_stage or (lambda name: None)
-    hooks = notify.parse_webhooks(cfg.webhooks)  # a bad webhook or database fails before any work
+    hooks = notify.parse_webhooks(cfg.webhooks)  # a bad webhook, folder or database fails before any work
+    check_writable_folder(cfg.out_dir, "out_dir")
     engine = open_db(cfg.db_url)
     try:
         if scorer is None:

@@ -356,7 +356,10 @@ def export_reviews(cfg: ScreenConfig, min_chars: int = 5, max_chars: int = 512) 
     """
     from lawclf.text import normalise_text
 
-    engine = open_db(cfg.db_url)
+    from lawclf.screen.job import check_writable_folder
+
+    check_writable_folder(cfg.reviews_out_dir, "reviews_out_dir")
+    engine = open_db(cfg.db_url, writable=False)
     try:
         with engine.connect() as conn:
             rows = conn.execute(sa.select(screen_reviews.c.post_id, screen_reviews.c.label, screen_reviews.c.reviewer,
