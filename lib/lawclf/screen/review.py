@@ -354,9 +354,8 @@ def export_reviews(cfg: ScreenConfig, min_chars: int = 5, max_chars: int = 512) 
     reviewer labelled (the review wins), so ``lawclf prepare --data-dir <reviews_out_dir>`` trains
     on the old data plus the corrections. Texts ``lawclf prepare`` would reject are counted, not written.
     """
-    from lawclf.text import normalise_text
-
     from lawclf.screen.job import check_writable_folder
+    from lawclf.text import normalise_text
 
     check_writable_folder(cfg.reviews_out_dir, "reviews_out_dir")
     engine = open_db(cfg.db_url, writable=False)
