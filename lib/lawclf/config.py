@@ -424,7 +424,7 @@ class CollectConfig(_Checked):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        problem = _http_url_problem(self.base_url)
+        problem = http_url_problem(self.base_url)
         if problem:
             raise ConfigError(f"CollectConfig.base_url: {problem}, got {self.base_url!r}")
     #: Q&A dump (CSV or JSONL) imported as the legal side; columns are configurable.
@@ -525,12 +525,12 @@ class ScreenConfig(_Checked):
         for name in ("base_url", "digest_url", "post_url"):
             value = getattr(self, name)
             if value or name != "digest_url":
-                problem = _http_url_problem(value)
+                problem = http_url_problem(value)
                 if problem:
                     raise ConfigError(f"ScreenConfig.{name}: {problem}, got {value!r}")
 
 
-def _http_url_problem(url: str) -> str:
+def http_url_problem(url: str) -> str:
     """Why ``url`` is not an absolute http(s) address with a host (empty when it is)."""
     try:
         parts = urllib.parse.urlsplit(url)
@@ -757,6 +757,6 @@ __all__ = [
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
     "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "COMBINE_METHODS", "ALL_CONFIGS", "field_docs", "load_params_file",
-    "add_config_args", "config_from_args", "resolve_config", "environment_values", "config_from_params", "to_dict", "record_results",
+    "add_config_args", "config_from_args", "resolve_config", "environment_values", "http_url_problem", "config_from_params", "to_dict", "record_results",
     "read_results", "read_model_meta", "write_model_meta", "field",
 ]

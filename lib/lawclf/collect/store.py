@@ -83,6 +83,12 @@ class DatabaseError(ValueError):
     """The database a setting names cannot be used; the message is one line that names the setting."""
 
 
+def error_detail(exc: BaseException, limit: int = 300) -> str:
+    """A database error as one short line: the driver's own message (SQLAlchemy wraps it, with the
+    statement and a link, over several lines)."""
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:limit]
+
+
 #: The dialects the upserts are written for (``_insert_for``).
 DIALECTS = ("sqlite", "postgresql")
 
@@ -123,8 +129,8 @@ def open_db(url: str, setting: str = "db_url", writable: bool = True) -> Engine:
                 conn.execute(sa.delete(crawl_state).where(sa.false()))
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
-        detail = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-        raise DatabaseError(f"{setting}: cannot {'write' if writable else 'open'} {redact_url(url)}: {detail}") from None
+        raise DatabaseError(f"{setting}: cannot {'write' if writable else 'open'} {redact_url(url)}: "
+                            f"{error_detail(exc)}") from None
     return engine
 
 

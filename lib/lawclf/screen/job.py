@@ -97,7 +97,7 @@ def open_db(url: str, writable: bool = True) -> Engine:
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
         raise collect_store.DatabaseError(f"db_url: cannot upgrade {collect_store.redact_url(url)}: "
-                                          f"{' '.join(str(getattr(exc, 'orig', None) or exc).split())[:300]}") from None
+                                          f"{collect_store.error_detail(exc)}") from None
     return engine
 
 

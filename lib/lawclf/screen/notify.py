@@ -38,6 +38,7 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from lawclf.config import http_url_problem
 from lawclf.screen.store import as_utc, screen_notifications, utcnow
 
 KINDS = ("json", "wecom", "dingtalk", "feishu")
@@ -86,16 +87,11 @@ def webhook_problem(kind: str, url: str) -> str:
     """Why ``url`` cannot work for ``kind`` (empty when it can): a wrong scheme, no host, a robot URL
     without its key. Checked before any work, so a typo fails the pass at once instead of being
     retried as a network error on every later pass."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"not a URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return f"expected KIND=http(s)://… with KIND one of {', '.join(KINDS)}"
-    if not parts.hostname:
-        return "the URL has no host"
-    if port == 0:
+    problem = http_url_problem(url)  # the check every address setting gets
+    if problem:
+        return f"{problem} (each webhook is KIND=http(s)://… with KIND one of {', '.join(KINDS)})"
+    parts = urllib.parse.urlsplit(url)
+    if parts.port == 0:
         return "port 0 cannot be reached"
     key = _REQUIRED_KEY.get(kind)
     if key and not urllib.parse.parse_qs(parts.query).get(key, [""])[0]:

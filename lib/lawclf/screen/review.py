@@ -246,8 +246,10 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     @app.errorhandler(sa.exc.SQLAlchemyError)
     def database_error(exc: sa.exc.SQLAlchemyError):
         app.logger.error("review database error: %s", exc)
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
-        return error(503, "database_unavailable", f"the review database could not be used ({detail}); try again")
+        from lawclf.collect.store import error_detail
+
+        return error(503, "database_unavailable",
+                     f"the review database could not be used ({error_detail(exc, 200)}); try again")
 
     @app.errorhandler(Exception)
     def internal(exc: Exception):
