@@ -757,6 +757,7 @@ __all__ = [
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
     "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "COMBINE_METHODS", "ALL_CONFIGS", "field_docs", "load_params_file",
-    "add_config_args", "config_from_args", "resolve_config", "environment_values", "http_url_problem", "config_from_params", "to_dict", "record_results",
+    "add_config_args", "config_from_args", "resolve_config", "environment_values", "http_url_problem",
+    "config_from_params", "to_dict", "record_results",
     "read_results", "read_model_meta", "write_model_meta", "field",
 ]
