@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from lawclf.config import is_loopback
+
 
 def _cpu_count() -> int:
     try:  # the cores this process may use (containers, taskset), not the host's
@@ -55,7 +57,7 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # another buffering proxy) is in front: docker-compose.yml sets it for the app behind its Nginx; a bare
 # `docker run -p` of the image stops here with this message instead of serving exposed.
 _host = bind.rsplit(":", 1)[0].strip("[]") if not bind.startswith(("unix:", "fd://")) else "127.0.0.1"
-if _host not in ("127.0.0.1", "localhost", "::1") and not _host.startswith("127.") and \
+if not is_loopback(_host) and \
         os.environ.get("GUNICORN_BEHIND_PROXY", "").strip().lower() not in ("1", "true", "yes"):
     raise SystemExit(f"GUNICORN_BIND={bind}: Gunicorn alone must not face other machines (slow or idle clients hold "
                      "its threads). Put Nginx in front (deploy/docker-compose.yml, the Kubernetes sidecar) and set "

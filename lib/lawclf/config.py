@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import functools
 import inspect
+import ipaddress
 import json
 import os
 import re
@@ -530,6 +531,16 @@ class ScreenConfig(_Checked):
                     raise ConfigError(f"ScreenConfig.{name}: {problem}, got {value!r}")
 
 
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def http_url_problem(url: str) -> str:
     """Why ``url`` is not an absolute http(s) address with a host (empty when it is)."""
     try:
@@ -757,7 +768,7 @@ __all__ = [
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
     "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "COMBINE_METHODS", "ALL_CONFIGS", "field_docs", "load_params_file",
-    "add_config_args", "config_from_args", "resolve_config", "environment_values", "http_url_problem",
+    "add_config_args", "config_from_args", "resolve_config", "environment_values", "http_url_problem", "is_loopback",
     "config_from_params", "to_dict", "record_results",
     "read_results", "read_model_meta", "write_model_meta", "field",
 ]

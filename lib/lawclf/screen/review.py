@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import ipaddress
 import json
 import os
 import urllib.parse
@@ -32,7 +31,7 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
-from lawclf.config import ConfigError, ScreenConfig
+from lawclf.config import ConfigError, ScreenConfig, is_loopback
 from lawclf.screen.job import open_db, post_text, post_view
 from lawclf.screen.store import as_utc, posts, screen_passes, screen_reviews, screen_scores, utcnow
 
@@ -40,22 +39,12 @@ QUEUES = ("flagged", "uncertain", "reviewed")
 MAX_LIMIT = 500
 #: Post ids are 64-bit database integers: anything outside is a bad request, not a server error.
 MAX_POST_ID = 2**63 - 1
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 #: Colab's kernel proxy (notebook 07 shows the page through it): names only Google can serve.
 COLAB_PROXY_SUFFIXES = (".colab.dev", ".colab.googleusercontent.com")
 
 
 def review_token(cfg: ScreenConfig) -> str:
     return cfg.review_token or os.environ.get("LAWCLF_REVIEW_TOKEN", "")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(cfg: ScreenConfig) -> None:
@@ -80,7 +69,7 @@ def host_allowed(hostname: str, cfg: ScreenConfig, any_host: bool = False) -> bo
     when ``any_host`` (a token is set and no names are configured)."""
     if not hostname:
         return False
-    if hostname in LOOPBACK_NAMES or is_loopback(hostname):
+    if is_loopback(hostname):
         return True
     configured = [h.strip().lower().rstrip(".") for h in cfg.review_allowed_hosts.split(",") if h.strip()]
     if any_host and not configured:
