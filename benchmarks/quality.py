@@ -55,6 +55,7 @@ from lawclf.config import (
     RECIPES,
     THRESHOLD_STRATEGIES,
     DataConfig,
+    DistillConfig,
     EvalConfig,
     ExportConfig,
     RunPaths,
@@ -186,6 +187,51 @@ def run_product(args: argparse.Namespace, model: str, recipe: str, run_dir: Path
            "samples_per_s": summary["history"][-1]["samples_per_s"],
            "seconds": {"prepare": t_prepare - t0, "train": t_train - t_prepare, "evaluate+export": t_done - t_train}}
     res["combine"] = {k: v for k, v in (meta.get("combine") or {}).items() if k != "candidates"}
+    res["engines"] = score_engines(run_dir, metrics, meta["threshold"], args.threads)
+    return res
+
+
+def reuse_product(args: argparse.Namespace, model: str, recipe: str, run_dir: Path, holdout: str = "") -> dict:
+    """A row from a run folder an earlier run of this script left (``--reuse``): its model, metrics and
+    ONNX files as they are, scored again by each engine (nothing trained)."""
+    from lawclf.evaluate import METRICS_FILE
+
+    paths = RunPaths(run_dir)
+    metrics = json.loads((paths.reports / METRICS_FILE).read_text(encoding="utf-8"))
+    meta = read_model_meta(paths.model)
+    training = meta.get("training", {})
+    res = {"kind": "model", "model": model, "recipe": recipe, "holdout": holdout, "run_dir": str(run_dir),
+           "reused": True, "threshold": meta["threshold"], "threshold_choice": meta.get("threshold_choice"),
+           "best_epoch": meta.get("best_epoch"), "train_rows": training.get("train_size"),
+           "combine": {k: v for k, v in (meta.get("combine") or {}).items() if k != "candidates"}}
+    res["engines"] = score_engines(run_dir, metrics, meta["threshold"], args.threads)
+    return res
+
+
+def run_student(args: argparse.Namespace, teacher: dict, layers: int) -> dict:
+    """``lawclf distill`` of a teacher row's run into a ``layers``-layer student (evaluated and exported
+    by the same command, with the teacher's threshold strategy), scored like any row."""
+    from lawclf.config import DistillConfig
+    from lawclf.distill import distill
+    from lawclf.evaluate import METRICS_FILE
+
+    run_dir = Path(f"{teacher['run_dir']}-student{layers}")
+    cfg = DistillConfig(run_dir=teacher["run_dir"], student_run_dir=str(run_dir), student_layers=layers,
+                        distill_epochs=args.student_epochs, distill_batch_size=args.batch_size,
+                        soft_weight=args.student_soft_weight, distill_rows=args.student_rows,
+                        distill_patience=0, seed=args.seed)
+    command = cli_command("distill", cfg, always=("run_dir", "student_layers"))
+    print("  " + command, flush=True)
+    summary = distill(cfg)
+    metrics = json.loads((RunPaths(run_dir).reports / METRICS_FILE).read_text(encoding="utf-8"))
+    meta = read_model_meta(RunPaths(run_dir).model)
+    res = {"kind": "model", "model": f"{teacher['model']}-student{layers}", "recipe": teacher["recipe"],
+           "holdout": teacher["holdout"], "run_dir": str(run_dir), "teacher_run_dir": teacher["run_dir"],
+           "commands": [command], "threshold": meta["threshold"], "threshold_choice": meta.get("threshold_choice"),
+           "best_epoch": summary["best_epoch"], "train_rows": summary["labelled_rows"],
+           "samples_per_s": summary["history"][-1]["samples_per_s"],
+           "seconds": {"distill": summary["seconds"], "teacher_scoring": summary["teacher_seconds"]},
+           "combine": {k: v for k, v in (meta.get("combine") or {}).items() if k != "candidates"}}
     res["engines"] = score_engines(run_dir, metrics, meta["threshold"], args.threads)
     return res
 
@@ -569,6 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="EvalConfig.combine; 'model' = no n-gram part (the model alone, as before)")
     p.add_argument("--max-per-class", type=int, default=0, help="cap each class before splitting (quick runs; 0 = all)")
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0 = library default)")
+    p.add_argument("--students", default="", type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+                   help="also distil each model row into students of these layer counts (`lawclf distill`), e.g. 2")
+    p.add_argument("--student-epochs", type=int, default=DistillConfig.distill_epochs)
+    p.add_argument("--student-soft-weight", type=float, default=DistillConfig.soft_weight)
+    p.add_argument("--student-rows", default=DistillConfig.distill_rows, choices=("recipe", "all"))
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse a model row's run folder when it already holds onnx/model.int8.onnx (no retraining)")
     p.add_argument("--seed", type=int, default=42)
     return p
 
@@ -613,12 +666,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for holdout in [""] + holdouts:
             name = f"{model}-{recipe}" + (f"-no-{holdout}" if holdout else "")
             print(f"{name} …", flush=True)
-            res = run_product(args, model, recipe, out / name, holdout)
-            int8 = res["engines"]["onnx-int8"]
-            print(f"  int8: F1 {int8['f1']:.3f} P {int8['precision']:.3f} R {int8['recall']:.3f} "
-                  f"PR-AUC {int8['pr_auc']:.3f} worst FPR {int8['max_source_fpr']:.3f} ({int8['worst_source']})",
-                  flush=True)
-            (holdout_results if holdout else results).append(res)
+            reuse = args.reuse and (RunPaths(out / name).onnx / "model.int8.onnx").exists()
+            res = (reuse_product if reuse else run_product)(args, model, recipe, out / name, holdout)
+            rows = [res] + [run_student(args, res, layers) for layers in args.students]
+            for row in rows:
+                int8 = row["engines"]["onnx-int8"]
+                print(f"  {row['model']} int8: F1 {int8['f1']:.3f} P {int8['precision']:.3f} R {int8['recall']:.3f} "
+                      f"PR-AUC {int8['pr_auc']:.3f} worst FPR {int8['max_source_fpr']:.3f} ({int8['worst_source']})",
+                      flush=True)
+            (holdout_results if holdout else results).extend(rows)
 
     print("\n== test split (thresholds chosen on validation; a test split drawn from the training sources "
           "overstates quality) ==")

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("lawclf.data", "load, validate, de-duplicate and split the data (notebook 01)"),
     "keywords": ("lawclf.keywords", "keyword statistics and word clouds (notebook 02)"),
     "train": ("lawclf.train", "fine-tune the classifier (notebook 03)"),
+    "distill": ("lawclf.distill", "distil a trained model into a small student (notebook 08)"),
     "evaluate": ("lawclf.evaluate", "evaluate on the test split, choose the threshold (notebook 04)"),
     "export": ("lawclf.export", "export to ONNX, validate, quantise (notebook 05)"),
     "predict": ("lawclf.predict_cli", "classify texts or a JSONL file with the ONNX model"),

@@ -296,6 +296,64 @@ class TrainConfig(_Checked):
 
 
 @dataclass
+class DistillConfig(_Checked):
+    """A small student distilled from a trained run's model (notebook 08, ``lawclf distill``).
+
+    Field names carry a ``distill_``/``student_`` prefix where a training name exists, since one
+    parameter file drives the whole series (``EPOCHS`` is the teacher's)."""
+
+    #: Environment variables ``LAWCLF_DISTILL_<FIELD>`` set fields (:func:`resolve_config`).
+    env_prefix: ClassVar[str] = "LAWCLF_DISTILL_"
+
+    _choices = {"soft_loss": ("kl", "mse"), "distill_rows": ("recipe", "all"),
+                "mixed_precision": ("auto", "no", "fp16", "bf16")}
+    _ranges = {"student_layers": (0, None), "temperature": (0.05, None), "soft_weight": (0.0, 1.0),
+               "distill_epochs": (1, None), "distill_batch_size": (1, None), "distill_learning_rate": (0.0, None),
+               "distill_patience": (0, None), "max_unlabelled": (0, None)}
+
+    #: The teacher: a run whose ``model/`` ``lawclf train`` wrote (its splits are the student's too).
+    run_dir: str = DEFAULT_RUN_DIR
+    #: Where the student's run goes (``model/``, ``reports/``, ``onnx/``); empty = ``<run_dir>-student<N>``.
+    student_run_dir: str = ""
+    #: Transformer layers of the student, taken from the teacher's (evenly spaced, the last included);
+    #: 0 = a third of the teacher's, at least 1 (bert-base-chinese 12 → 4, the tiny model 2 → 1).
+    student_layers: int = 0
+    #: Softens both models' logits before they are compared (soft_loss kl); 1 = as they are.
+    temperature: float = 2.0
+    #: Share of the loss that follows the teacher (the rest: the hard labels, the teacher's loss function);
+    #: unlabelled texts have only the teacher's part.
+    soft_weight: float = 0.7
+    #: kl = KL divergence of the softened probabilities (× T²); mse = squared distance of the logits.
+    soft_loss: str = "kl"
+    #: Rows the student learns from: recipe = the rows the teacher's recipe chose; all = every train row.
+    distill_rows: str = "recipe"
+    #: Texts without labels the student also learns from, as the teacher scores them: JSONL files or
+    #: folders of them (``text`` per line; ``label`` ignored), comma-separated (the pool, screening posts).
+    unlabelled_paths: str = ""
+    #: At most this many unlabelled texts, drawn at random (0 = all).
+    max_unlabelled: int = 0
+    distill_epochs: int = 3
+    distill_batch_size: int = 16
+    #: 0 = twice the teacher's learning rate (the student starts from the teacher's weights).
+    distill_learning_rate: float = 0.0
+    #: Early stopping on validation F1 (0 = run every epoch); the best epoch is kept.
+    distill_patience: int = 2
+    mixed_precision: str = "auto"
+    #: Then evaluate (the teacher's threshold strategy and combination rule) and export the student,
+    #: so the command ends in a served model.
+    evaluate_and_export: bool = True
+    seed: int = 42
+
+    def layers_for(self, teacher_layers: int) -> int:
+        """The student's layer count for a teacher of ``teacher_layers`` layers."""
+        return self.student_layers or max(1, round(teacher_layers / 3))
+
+    def student_dir(self, layers: int) -> str:
+        """The student's run folder (``student_run_dir``, or ``<run_dir>-student<layers>``)."""
+        return self.student_run_dir or f"{self.run_dir.rstrip('/')}-student{layers}"
+
+
+@dataclass
 class EvalConfig(_Checked):
     """Test-split evaluation and threshold choice (notebook 04, ``lawclf evaluate``)."""
 
@@ -715,8 +773,8 @@ def config_from_params(cls: type[ConfigT], params: typing.Mapping[str, Any]) -> 
 
 
 #: Every config class, so a parameter file's names can be told apart from typos.
-ALL_CONFIGS: tuple[type, ...] = (DataConfig, KeywordConfig, TrainConfig, EvalConfig, ExportConfig, ServeConfig, CollectConfig,
-                                 ScreenConfig)
+ALL_CONFIGS: tuple[type, ...] = (DataConfig, KeywordConfig, TrainConfig, DistillConfig, EvalConfig, ExportConfig,
+                                 ServeConfig, CollectConfig, ScreenConfig)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -765,7 +823,7 @@ def write_model_meta(model_dir: str | os.PathLike[str], **updates: Any) -> dict[
 
 __all__ = [
     "REPO_ROOT", "SAMPLE_DATA_DIR", "DEFAULT_RUN_DIR", "LABELS", "LABEL_NAMES_ZH", "MODEL_META_FILE",
-    "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "EvalConfig", "ExportConfig", "ServeConfig",
+    "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "DistillConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
     "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "COMBINE_METHODS", "ALL_CONFIGS", "field_docs", "load_params_file",
     "add_config_args", "config_from_args", "resolve_config", "environment_values", "http_url_problem", "is_loopback",

@@ -290,7 +290,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "test": {"labels": test_y.tolist(), "scores": rounded(test_s),
                  "parts": {k: rounded(v) for k, v in test_parts.items()}}}), encoding="utf-8")
     write_model_meta(paths.model, threshold=threshold, threshold_choice=results["threshold_choice"],
-                     combine=results["combine"], test_metrics=_jsonable(headline))
+                     combine=results["combine"], test_metrics=_jsonable(headline),
+                     eval_config={k: v for k, v in to_dict(cfg).items() if k != "run_dir"})
     return results
 
 

@@ -99,32 +99,40 @@ def make_eval_loader(texts: Sequence[str], labels: Sequence[int], tokenizer, max
 
 
 @torch.no_grad()
-def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_len: int = 128,
-                  device: Optional[str | torch.device] = None, truncation: str = LEGACY_TRUNCATION) -> np.ndarray:
-    """P(legal) for each text, batched in order of length (little padding), in input order.
+def predict_logits(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_len: int = 128,
+                   device: Optional[str | torch.device] = None, truncation: str = LEGACY_TRUNCATION) -> np.ndarray:
+    """The model's logits ``(n, 2)`` for each text, batched in order of length (little padding), in input order.
 
     Texts get the data stage's normalisation first, as the training texts did (and as the
     ONNX Predictor does), so raw input such as full-width punctuation scores the same.
     """
     texts = [normalise_text(t) for t in texts]
     if not texts:
-        return np.zeros(0, dtype=np.float64)
+        return np.zeros((0, 2), dtype=np.float32)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     model.to(device)
     loader, order = make_eval_loader(texts, [0] * len(texts), tokenizer, max_len, batch_size, truncation=truncation)
-    out = np.zeros(len(texts), dtype=np.float64)
+    out = np.zeros((len(texts), int(model.config.num_labels)), dtype=np.float32)
     pos = 0
     for batch in loader:
         batch.pop("labels")
-        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-        probs = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
-        out[order[pos:pos + len(probs)]] = probs
-        pos += len(probs)
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
+        out[order[pos:pos + len(logits)]] = logits
+        pos += len(logits)
     model.train(was_training)
     return out
 
 
+def predict_proba(model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_len: int = 128,
+                  device: Optional[str | torch.device] = None, truncation: str = LEGACY_TRUNCATION) -> np.ndarray:
+    """P(legal) for each text (:func:`predict_logits` through a softmax), in input order."""
+    logits = predict_logits(model, tokenizer, texts, batch_size=batch_size, max_len=max_len, device=device,
+                            truncation=truncation)
+    if not len(logits):
+        return np.zeros(0, dtype=np.float64)
+    return torch.softmax(torch.from_numpy(logits), dim=-1)[:, 1].numpy().astype(np.float64)
 
-__all__ = ["token_lengths", "encode", "EncodedDataset", "PadCollator", "make_eval_loader", "predict_proba"]
+
+__all__ = ["token_lengths", "encode", "EncodedDataset", "PadCollator", "make_eval_loader", "predict_logits", "predict_proba"]
