@@ -44,7 +44,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -242,6 +241,29 @@ def run_notebook(remote: Path, name: str, work: Path, env: dict[str, str], attem
     return time.time() - t0
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and every descendant, and wait until all are gone. jupyter_client starts the
+    kernel in a session of its own, so killing papermill's process group leaves the kernel running
+    (still training, still writing into /content and Drive)."""
+    import psutil  # ipykernel's dependency, so in any venv that runs papermill
+
+    try:
+        root = psutil.Process(proc.pid)
+        root.suspend()  # no new children while we list them
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    _, alive = psutil.wait_procs(family[1:], timeout=30)
+    if alive:
+        raise SystemExit(f"FAILED: processes outlived SIGKILL: {[p.pid for p in alive]}")
+
+
 def disconnect_during_training(remote: Path, work: Path, env: dict[str, str]) -> None:
     """Run 03, kill its kernel once a checkpoint is on Drive (the runtime is gone), as Colab does."""
     content = work / "content-03-killed"
@@ -256,8 +278,7 @@ def disconnect_during_training(remote: Path, work: Path, env: dict[str, str]) ->
     while not state.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
     killed = proc.poll() is None
-    os.killpg(proc.pid, signal.SIGKILL)  # papermill and its kernel: the runtime disconnects
-    proc.wait()
+    kill_tree(proc)  # papermill and its kernel: the runtime disconnects
     shutil.rmtree(content)  # the runtime's disk goes with it
     if not killed:
         raise SystemExit("FAILED: 03 finished (or died) before its first checkpoint reached Drive; "
