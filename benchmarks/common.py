@@ -24,6 +24,19 @@ SHAPES: dict[str, tuple[TinySpec, int]] = {
     "bert-base": (TinySpec(layers=12, hidden=768, heads=12, vocab_size=6000, max_positions=512), 21128),
     "tiny": (TinySpec(layers=2, hidden=128, heads=2, vocab_size=6000, max_positions=512), 0),
 }
+
+
+def shape_spec(shape: str) -> tuple[TinySpec, int]:
+    """``SHAPES[shape]``; ``<shape>-L<n>`` is that shape with ``n`` layers (a student of ``lawclf distill``:
+    the same layer, fewer of them), e.g. ``bert-base-L4``."""
+    import dataclasses
+    import re
+
+    m = re.fullmatch(r"(.+)-L(\d+)", shape)
+    if m and m.group(1) in SHAPES:
+        spec, vocab = SHAPES[m.group(1)]
+        return dataclasses.replace(spec, layers=int(m.group(2))), vocab
+    return SHAPES[shape]
 DEFAULT_WORK_DIR = Path(os.environ.get("LAWCLF_BENCH_DIR", "/tmp/lawclf-bench"))
 #: The model's longest input; the "original recipe" pads every request to it.
 MAX_LEN = 512
@@ -33,7 +46,7 @@ def model_dir(shape: str, work_dir: Path = DEFAULT_WORK_DIR) -> Path:
     """A save_pretrained folder with random weights of ``shape`` (built once, then reused)."""
     from lawclf.export import save_random_model
 
-    spec, vocab = SHAPES[shape]
+    spec, vocab = shape_spec(shape)
     path = RunPaths(work_dir / shape).model
     if not (path / "model.safetensors").exists():
         save_random_model(path, spec, vocab_size=vocab, max_len=MAX_LEN, version=f"random-{shape}")

@@ -16,6 +16,11 @@ p50/p95 latency at 16/32/64/128 tokens (batch 1) and throughput at batch 32, the
 ratios against the goals (2 cores, bert-base shape: int8 p50 <= 12 ms at 32 tokens,
 >= 5x faster than torch, >= 50x faster than the original recipe).
 
+With ``bert-base`` among the shapes, the students of ``lawclf distill`` (bert-base's layer with 6, 4
+and 3 of them, ``--students``) are timed as int8 graphs beside the 12-layer one and the original
+recipe, taking turns in the same run (goal for the 4-layer student: p50 <= 8 ms at 32 tokens,
+>= 2.5x the 12-layer model, >= 60x the original).
+
     nice -n 10 python benchmarks/latency.py                       # both shapes, 2 threads
     python benchmarks/latency.py --shapes tiny --reps 20 --json out.json
 
@@ -43,6 +48,7 @@ from common import (  # noqa: E402
     cpu_header,
     exported_model,
     model_dir,
+    shape_spec,
     text_of_tokens,
 )
 
@@ -147,20 +153,25 @@ def _worker(name: str, shape: str, threads: int, work_dir: str, clock_name: str,
 
 
 class Engines:
-    """The engines' worker processes; ``interleaved`` makes them take turns."""
+    """The engines' worker processes; ``interleaved`` makes them take turns.
 
-    def __init__(self, shape: str, args: argparse.Namespace):
+    ``workers`` maps a label to ``(engine, shape)``; by default every engine of one ``shape``."""
+
+    def __init__(self, shape: str, args: argparse.Namespace,
+                 workers: dict[str, tuple[str, str]] | None = None):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # a clean interpreter each: no threads or torch state inherited
-        combined_model(shape, Path(args.work_dir))  # export once, before the workers look for it
+        workers = workers or {name: (name, shape) for name in ENGINES + (BARE,)}
+        for model_shape in {s for _, s in workers.values()}:  # export once, before the workers look for it
+            combined_model(model_shape, Path(args.work_dir))
         self.procs, self.conns = {}, {}
-        for name in ENGINES + (BARE,):
+        for label, (name, model_shape) in workers.items():
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(name, shape, args.threads, args.work_dir, args.clock, child),
+            proc = ctx.Process(target=_worker, args=(name, model_shape, args.threads, args.work_dir, args.clock, child),
                                daemon=True)
             proc.start()
-            self.procs[name], self.conns[name] = proc, parent
+            self.procs[label], self.conns[label] = proc, parent
         for name, conn in self.conns.items():
             if conn.recv() != "ready":
                 raise RuntimeError(f"engine {name} did not start")
@@ -215,6 +226,62 @@ def bench_shape(shape: str, args: argparse.Namespace) -> dict:
     return {"latency_ms": latency, "throughput_per_s": throughput}
 
 
+def bench_students(layers: list[int], args: argparse.Namespace) -> dict:
+    """The int8 graph of bert-base's shape with 12 layers and with each student's ``layers`` (what ``lawclf
+    distill`` serves), plus the original recipe (12 layers, fp32, padded to 512), taking turns in one run."""
+    base = args.students_of
+    full = shape_spec(base)[0].layers
+    workers = {str(full): ("ort-int8", base), "original": ("original", base)}
+    workers.update({str(n): ("ort-int8", f"{base}-L{n}") for n in layers})
+    engines = Engines(base, args, workers)
+    try:
+        reps = {k: (args.original_reps if k == "original" else args.reps) for k in workers}
+        latency: dict[str, dict[int, dict[str, float]]] = {k: {} for k in workers}
+        for seq in args.seq_lens:
+            ms = engines.interleaved([text_of_tokens(seq)], reps, args.warmup)
+            for k in workers:
+                latency[k][seq] = {"p50": percentile(ms[k], 50), "p95": percentile(ms[k], 95)}
+            print(f"[students] seq {seq}: " + ", ".join(f"{k} {latency[k][seq]['p50']:.1f} ms" for k in workers),
+                  flush=True)
+        batch = [text_of_tokens(args.throughput_seq, offset=i * 7) for i in range(args.batch)]
+        fast = [k for k in workers if k != "original"]
+        ms = engines.interleaved(batch, {k: args.throughput_reps for k in fast}, 1, chunk=1)
+    finally:
+        engines.close()
+    throughput = {k: args.batch / (statistics.median(ms[k]) / 1000) for k in fast}
+    return {"latency_ms": latency, "throughput_per_s": throughput, "layers": [full] + layers, "shape": base}
+
+
+def students_table(res: dict, args: argparse.Namespace) -> str:
+    lat, thr = res["latency_ms"], res["throughput_per_s"]
+    full = str(res["layers"][0])
+    ref = 32 if 32 in args.seq_lens else args.seq_lens[0]
+    lines = [f"**{res['shape']} shape, int8, by number of layers** (batch 1, ms, p50 / p95; "
+             f"{args.threads} thread(s), {args.clock} clock; same run, engines taking turns)", "",
+             "| layers | " + " | ".join(f"{seq} tokens" for seq in args.seq_lens)
+             + f" | vs {full} layers ({ref} tokens) | vs original ({ref} tokens) "
+             f"| throughput, batch {args.batch} × {args.throughput_seq} (texts/s) |",
+             "|---|" + "---|" * (len(args.seq_lens) + 3)]
+    for n in res["layers"]:
+        k = str(n)
+        cells = [f"{lat[k][seq]['p50']:.1f} / {lat[k][seq]['p95']:.1f}" for seq in args.seq_lens]
+        lines.append(f"| {n} | " + " | ".join(cells)
+                     + f" | {lat[full][ref]['p50'] / lat[k][ref]['p50']:.2f}× "
+                     f"| {lat['original'][ref]['p50'] / lat[k][ref]['p50']:.0f}× | {thr[k]:.1f} |")
+    return "\n".join(lines)
+
+
+def student_goals(res: dict, seq: int = 32) -> dict:
+    """The 4-layer student: p50 ≤ 8 ms, ≥ 2.5× the 12-layer model, ≥ 60× the original recipe."""
+    lat = res["latency_ms"]
+    p50 = lat["4"][seq]["p50"]
+    figures = {"student4_p50_ms_at_32": p50, "student4_vs_12_layers": lat["12"][seq]["p50"] / p50,
+               "student4_vs_original": lat["original"][seq]["p50"] / p50}
+    targets = {"student4_p50_ms_at_32": 8.0, "student4_vs_12_layers": 2.5, "student4_vs_original": 60.0}
+    met = {k: (v <= targets[k]) if k == "student4_p50_ms_at_32" else (v >= targets[k]) for k, v in figures.items()}
+    return {"figures": figures, "targets": targets, "met": met}
+
+
 def table(shape: str, res: dict, args: argparse.Namespace) -> str:
     lat, thr = res["latency_ms"], res["throughput_per_s"]
     lines = [f"**{shape}** (batch 1, ms, p50 / p95; {args.threads} thread(s), {args.clock} clock)", "",
@@ -262,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="cache of the random models")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: process CPU time (robust on a busy machine; use --threads 1)")
+    parser.add_argument("--students", default="6,4,3", type=lambda v: [int(x) for x in v.split(",") if x.strip()],
+                        help="layer counts of bert-base-shaped students timed beside the 12-layer int8 model "
+                             "(with bert-base in --shapes; empty = none)")
+    parser.add_argument("--students-of", default="bert-base", help="the shape whose students are timed (tiny: a smoke test)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
@@ -273,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     for shape in args.shapes.split(","):
         results["shapes"][shape] = bench_shape(shape.strip(), args)
+    if args.students_of in results["shapes"] and args.students:
+        results["students"] = bench_students(args.students, args)
     # other processes on the machine inflate absolute times; say how busy it was
     results["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     print(f"\n## Latency ({started}; {machine}; 1-min load average {results['load_average'][0]} "
@@ -285,6 +358,14 @@ def main(argv: list[str] | None = None) -> int:
         for key, value in g["figures"].items():
             print(f"goal {key}: {value:.3g} (target {'<=' if key in AT_MOST else '>='} "
                   f"{GOALS[key]}) {'MET' if g['met'][key] else 'NOT MET'}")
+    if "students" in results:
+        print("\n" + students_table(results["students"], args) + "\n")
+        if args.students_of == "bert-base" and 4 in args.students and 32 in args.seq_lens:
+            g = student_goals(results["students"])
+            results["student_goals"] = g
+            for key, value in g["figures"].items():
+                print(f"goal {key}: {value:.3g} (target {'<=' if key.endswith('ms_at_32') else '>='} "
+                      f"{g['targets'][key]}) {'MET' if g['met'][key] else 'NOT MET'}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     return 0

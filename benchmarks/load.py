@@ -7,6 +7,10 @@ micro-batching, one calling the model once per request. For each concurrency lev
 servers take turns, so both see the same machine load. Every level is bounded by a
 request count and a time limit.
 
+A third server serves a student of the same shape (``--student-layers``, default 4: bert-base's layer,
+4 of them, as ``lawclf distill`` makes it) with micro-batching; goal: >= 2x the 12-layer model's
+predictions/s at 16 clients.
+
 Reports throughput (predictions/s), p50/p95/p99 latency (ms, client side, HTTP included)
 and errors, then checks the goal: >= 45 predictions/s at 16 concurrent clients with
 p95 <= 400 ms and no error (2 cores, bert-base shape, micro-batching on), micro-batching ahead of one call
@@ -41,14 +45,19 @@ def question_texts(n: int = 64, min_tokens: int = 20, max_tokens: int = 60) -> l
     return [text_of_tokens(min_tokens + (i * 7919) % (span + 1), offset=i * 37) for i in range(n)]
 
 
-def run(model_dir: Path, levels: list[int], requests: dict[int, int], time_limit: float, log_dir: Path) -> list[dict]:
+def run(model_dir: Path, levels: list[int], requests: dict[int, int], time_limit: float, log_dir: Path,
+        student_dir: Path | None = None, student_mode: str = "") -> list[dict]:
+    """Each server in turn at each level; ``student_dir`` adds a third (the student, micro-batching on)."""
     texts = question_texts()
+    plan = {mode: (model_dir, flag) for mode, flag in MODES.items()}
+    if student_dir is not None:
+        plan[student_mode] = (student_dir, "true")
     servers = {}
     try:
-        for mode, flag in MODES.items():
+        for mode, (served, flag) in plan.items():
             env = {"LAWCLF_MICROBATCH": flag, "LAWCLF_LOG_LEVEL": "INFO"}
-            servers[mode] = BackgroundServer(model_dir, env=env, startup_timeout=180,
-                                             log_path=log_dir / f"load-{flag}.log").start()
+            servers[mode] = BackgroundServer(served, env=env, startup_timeout=180,
+                                             log_path=log_dir / f"load-{mode.replace(' ', '-')}.log").start()
             load_test(servers[mode].url, texts, concurrency=2, n_requests=10)  # warm-up
         rows = []
         for level in levels:
@@ -83,6 +92,9 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=0,
                         help="requests per level and server (0 = 15 x clients, at least 60)")
     parser.add_argument("--time-limit", type=float, default=60.0, help="seconds per level and server")
+    parser.add_argument("--student-layers", type=int, default=4,
+                        help="also serve a student of --shape with this many layers (`lawclf distill`), micro-batching "
+                             "on, taking turns with the others (0 = none)")
     parser.add_argument("--json", default="", help="also write the rows here")
     args = parser.parse_args(argv)
 
@@ -95,7 +107,9 @@ def main(argv=None) -> int:
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / "lawclf-load"
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = run(model_dir, args.levels, requests, args.time_limit, log_dir)
+    student_dir = exported_model(f"{args.shape}-L{args.student_layers}") if args.student_layers else None
+    student_mode = f"{args.student_layers}-layer student, micro-batching"
+    rows = run(model_dir, args.levels, requests, args.time_limit, log_dir, student_dir, student_mode)
     print()
     print(markdown(rows))
     goal_row = next((r for r in rows if r["mode"] == "micro-batching" and r["concurrency"] == GOAL["concurrency"]), None)
@@ -105,11 +119,17 @@ def main(argv=None) -> int:
         print(f"\ngoal (micro-batching, {GOAL['concurrency']} clients): >= {GOAL['throughput_rps']:.0f} pred/s "
               f"with p95 <= {GOAL['p95_ms']:.0f} ms -> {goal_row['throughput_rps']:.1f} pred/s, "
               f"p95 {goal_row['p95_ms']:.0f} ms: {'met' if ok else 'NOT met'}")
-        single = next((r for r in rows if r["mode"] != "micro-batching" and r["concurrency"] == GOAL["concurrency"]), None)
+        single = next((r for r in rows if r["mode"] == "one call per request"
+                       and r["concurrency"] == GOAL["concurrency"]), None)
         if single:
             ratio = goal_row["throughput_rps"] / max(single["throughput_rps"], 1e-9)
             print(f"micro-batching / one call per request at {GOAL['concurrency']} clients: {ratio:.2f}x "
                   f"({'ahead' if ratio > 1 else 'NOT ahead'})")
+    pupil = next((r for r in rows if r["mode"] == student_mode and r["concurrency"] == GOAL["concurrency"]), None)
+    if goal_row and pupil:
+        ratio = pupil["throughput_rps"] / max(goal_row["throughput_rps"], 1e-9)
+        print(f"{student_mode} / the {args.shape} model at {GOAL['concurrency']} clients: {ratio:.2f}x "
+              f"predictions/s (goal >= 2x: {'met' if ratio >= 2 else 'NOT met'})")
     print(f"[load] done in {time.perf_counter() - t0:.0f}s; load average after: "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; server logs in {log_dir}")
     if args.json:

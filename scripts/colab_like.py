@@ -53,7 +53,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ("00_collect_data", "01_data_prep", "02_keyword_wordcloud", "03_train", "04_evaluate",
-          "05_export_onnx", "06_serve", "07_screen")
+          "05_export_onnx", "06_serve", "07_screen", "08_distill")
 #: What a Colab runtime has before any notebook installs anything (the parts this project uses).
 COLAB_PACKAGES = ("transformers", "accelerate", "tokenizers", "numpy", "pandas", "matplotlib", "scikit-learn",
                   "requests", "tqdm", "ipykernel", "setuptools")
@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                  "reports/06_serve.json", "reports/07_screen.json", "collect/collect.db"):
         if not (drive_run / part).exists():
             raise SystemExit(f"FAILED: {part} is not on the stand-in Drive ({drive_run})")
+    student = drive_run.with_name("sample-student1") / "onnx" / "model.int8.onnx"  # 08's student, beside its teacher
+    if not student.exists() or not (drive_run / "reports" / "08_distill.json").exists():
+        raise SystemExit(f"FAILED: 08's student ({student}) or its report is not on the stand-in Drive")
     apt = (work / "apt.log").read_text(encoding="utf-8").count("fonts-wqy-microhei") if (work / "apt.log").exists() else 0
     if apt < 5:
         raise SystemExit(f"FAILED: only {apt} notebooks asked apt-get for the CJK font (01-05 draw Chinese text)")

@@ -43,6 +43,7 @@ PREREQUISITES: dict[str, tuple[str, str]] = {
     "05": ("model", "03_train.ipynb"),
     "06": ("onnx", "05_export_onnx.ipynb"),
     "07": ("onnx", "05_export_onnx.ipynb"),
+    "08": ("model", "03_train.ipynb"),
 }
 
 

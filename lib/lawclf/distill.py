@@ -193,13 +193,25 @@ def copy_splits(teacher_run: str, student_run: str) -> None:
     """The teacher's splits (and their summary) into the student's run folder: the same validation
     split chooses its threshold, the same test split scores it."""
     src, dst = RunPaths(teacher_run).splits, RunPaths(student_run).splits
-    if src.resolve() == dst.resolve():
-        raise DistillError("student_run_dir must differ from run_dir (the teacher's run)")
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
 
 
 # --------------------------------------------------------------------------- the stage
+
+
+class _RowNumbers(torch.utils.data.Dataset):
+    """0 … n−1: the distillation loader batches row numbers (see :func:`distill`)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
 
 
 def check_teacher(run_dir: str) -> dict[str, Any]:
@@ -238,6 +250,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     teacher_layers = int(teacher.config.num_hidden_layers)
     layers = cfg.layers_for(teacher_layers)
     student_run = cfg.student_dir(layers)
+    if Path(student_run).resolve() == Path(cfg.run_dir).resolve():
+        raise DistillError("student_run_dir must differ from run_dir (the teacher's run)")
     student, mapping = student_from_teacher(teacher, layers)  # fails early on a bad layer count
 
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision))
@@ -265,15 +279,16 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     pad = PadCollator(pad_token_id=tokenizer.pad_token_id or 0,
                       multiple_of=8 if accelerator.mixed_precision == "fp16" else None)
 
-    def collate(items: Sequence[dict]) -> dict[str, torch.Tensor]:
-        batch = pad([dataset[i] for i in items])  # the sampler's indices, not items: see below
-        batch["labels"] = torch.tensor([labels[i] for i in items], dtype=torch.long)
-        batch["teacher_logits"] = torch.from_numpy(soft_targets[list(items)])
+    def collate(indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        batch = pad([dataset[i] for i in indices])
+        batch["labels"] = torch.tensor([labels[i] for i in indices], dtype=torch.long)  # -1: unlabelled
+        batch["teacher_logits"] = torch.from_numpy(soft_targets[list(indices)])
         return batch
 
-    # The loader yields index lists (the dataset is the index range) so the collator sees which rows.
-    loader = torch.utils.data.DataLoader(range(len(dataset)), batch_sampler=sampler, collate_fn=collate,
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+    # The loader's items are row numbers, so the collator can join each row's teacher logits to it.
+    loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
+        _RowNumbers(len(dataset)), batch_sampler=sampler, collate_fn=collate,
+        generator=torch.Generator().manual_seed(cfg.seed))
     val_loader, _ = make_eval_loader([r["text"] for r in val_rows], [r["label"] for r in val_rows], tokenizer,
                                      max_len, batch_size=cfg.distill_batch_size * 2, truncation=truncation)
     lr = cfg.distill_learning_rate or 2 * resolve_learning_rate(teacher_cfg)

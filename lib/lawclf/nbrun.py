@@ -30,6 +30,7 @@ SERIES: tuple[str, ...] = (
     "05_export_onnx",
     "06_serve",
     "07_screen",
+    "08_distill",
 )
 
 

@@ -124,6 +124,7 @@ NOTEBOOK_CONFIGS = {
     "05_export_onnx": (config.ExportConfig,),
     "06_serve": (config.ServeConfig,),
     "07_screen": (config.ScreenConfig,),
+    "08_distill": (config.DistillConfig,),
 }
 #: Parameters whose notebook value differs from the dataclass default on purpose.
 DELIBERATE = {
