@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar
 
+from lawclf.recipes import RECIPE_NAMES
 from lawclf.truncation import TRUNCATIONS
 
 #: Repository root when running from a checkout (lib/lawclf/config.py -> repo).
@@ -47,7 +48,7 @@ LABELS: tuple[str, str] = ("non_legal", "legal")
 LABEL_NAMES_ZH: tuple[str, str] = ("非法律", "法律咨询")
 
 #: Training-set recipes (``TrainConfig.recipe``; implemented in lawclf.robustness.apply_recipe).
-RECIPES: tuple[str, ...] = ("plain", "balanced", "hardneg", "robust", "diverse")
+RECIPES: tuple[str, ...] = RECIPE_NAMES
 #: Threshold strategies (``EvalConfig.threshold_strategy``; implemented in lawclf.metrics.choose_threshold).
 THRESHOLD_STRATEGIES: tuple[str, ...] = ("max_f1", "target_precision", "fpr_cap")
 #: How the model and its n-gram part are combined (``EvalConfig.combine``; lawclf.ngram.choose_combination).

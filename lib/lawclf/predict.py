@@ -24,7 +24,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import IO, Any, Optional, Sequence, Union
+from typing import IO, Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -356,20 +356,30 @@ def with_prediction(record: dict, result: dict[str, Any]) -> dict:
 OK, ERROR, BLANK = "ok", "error", "blank"
 
 
+class ScoredLine(NamedTuple):
+    """What batch scoring made of one input line (:func:`score_lines`, read by :func:`write_scored`)."""
+
+    #: :data:`OK`, :data:`ERROR` or :data:`BLANK` (counted, never an error).
+    status: str
+    #: The output JSON line: the scored record (ok), the :func:`error_record` (error), empty (blank).
+    payload: str = ""
+    is_legal: bool = False
+    #: Why the line could not be scored (error only).
+    error: str = ""
+
+
 def error_record(file: str, line: int, reason: str, raw: bytes) -> dict[str, Any]:
     """The one error-record schema of batch scoring, whichever engine: ``{"file", "line", "error", "raw"}``."""
     return {"file": file, "line": line, "error": reason, "raw": raw.decode("utf-8", errors="replace")}
 
 
 def score_lines(predictor: Predictor, file: str, lines: Sequence[tuple[int, bytes]],
-                text_field: str = "text") -> list[tuple[str, str, bool]]:
+                text_field: str = "text") -> list[ScoredLine]:
     """The batch-scoring core of both engines (``predict_file`` and the Ray actors).
 
-    ``lines`` are ``(line number, raw line without its newline)``. Returns, per line,
-    ``(status, output JSON, is_legal)``: ``ok`` with the scored record, ``error`` with an
-    :func:`error_record`, or ``blank`` (counted, never an error) with an empty string.
+    ``lines`` are ``(line number, raw line without its newline)``; one :class:`ScoredLine` each, in order.
     """
-    out: list[tuple[str, str, bool]] = [(BLANK, "", False)] * len(lines)
+    out = [ScoredLine(BLANK)] * len(lines)
     good: list[int] = []
     records: list[dict] = []
     for i, (number, raw) in enumerate(lines):
@@ -377,7 +387,8 @@ def score_lines(predictor: Predictor, file: str, lines: Sequence[tuple[int, byte
             continue
         record, reason = parse_line(raw, text_field)
         if record is None:
-            out[i] = (ERROR, json.dumps(error_record(file, number, str(reason), raw), ensure_ascii=False), False)
+            payload = json.dumps(error_record(file, number, str(reason), raw), ensure_ascii=False)
+            out[i] = ScoredLine(ERROR, payload, False, str(reason))
         else:
             good.append(i)
             records.append(record)
@@ -385,24 +396,25 @@ def score_lines(predictor: Predictor, file: str, lines: Sequence[tuple[int, byte
         scores = predictor.predict_proba([r[text_field] for r in records])
         for i, record, score in zip(good, records, scores):
             result = predictor.result(float(score))
-            out[i] = (OK, json.dumps(with_prediction(record, result), ensure_ascii=False), result["is_legal"])
+            out[i] = ScoredLine(OK, json.dumps(with_prediction(record, result), ensure_ascii=False),
+                                bool(result["is_legal"]))
     return out
 
 
-def write_scored(results: Sequence[tuple[str, str, bool]], lines: Sequence[tuple[str, int]], out: IO[str],
+def write_scored(results: Sequence[ScoredLine], lines: Sequence[tuple[str, int]], out: IO[str],
                  err: IO[str], counts: dict[str, int], log: IO[str], max_logged_errors: int) -> None:
     """Write :func:`score_lines` results (``lines``: their ``(file, line)``), count them, log the first errors."""
-    for (status, payload, legal), (file, number) in zip(results, lines):
+    for result, (file, number) in zip(results, lines):
         counts["lines"] += 1
-        if status == OK:
+        if result.status == OK:
             counts["predicted"] += 1
-            counts["legal"] += bool(legal)
-            out.write(payload + "\n")
-        elif status == ERROR:
+            counts["legal"] += bool(result.is_legal)
+            out.write(result.payload + "\n")
+        elif result.status == ERROR:
             counts["errors"] += 1
             if counts["errors"] <= max_logged_errors:
-                print(f"{file}:{number}: {json.loads(payload)['error']}", file=log)
-            err.write(payload + "\n")
+                print(f"{file}:{number}: {result.error}", file=log)
+            err.write(result.payload + "\n")
         else:
             counts["blank"] += 1
     out.flush()
@@ -453,6 +465,6 @@ def predict_file(predictor: Predictor, input_path: Union[str, os.PathLike[str]],
     return counts
 
 
-__all__ = ["Predictor", "ModelLoadError", "predict_file", "score_lines", "write_scored", "error_record",
+__all__ = ["Predictor", "ModelLoadError", "predict_file", "score_lines", "ScoredLine", "write_scored", "error_record",
            "parse_line", "with_prediction", "default_threads", "resolve_model_dir", "INPUT_NAMES", "FP32_FILE",
            "INT8_FILE", "TOKENIZER_FILE", "OK", "ERROR", "BLANK"]

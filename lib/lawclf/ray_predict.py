@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterable, Optional, Sequence, Union
 
-from lawclf.predict import Predictor, score_lines, write_scored
+from lawclf.predict import Predictor, ScoredLine, score_lines, write_scored
 
 #: Statuses of a scored row.
 #: Rows per block after the lines are cut out, so one file feeds every actor.
@@ -164,7 +164,7 @@ class ScoreBatch:
     """A Ray actor: loads the model once, then parses, validates and scores batches of rows.
 
     Each output row keeps ``file`` and ``line`` and adds ``status`` (ok / error / blank),
-    ``is_legal`` and ``json``: the output line, either the scored record (as the
+    ``is_legal``, ``error`` (the reason, for an error) and ``json``: the output line, either the scored record (as the
     single-process CLI writes it) or the error record.
     """
 
@@ -175,15 +175,16 @@ class ScoreBatch:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         files, numbers = [str(f) for f in batch["file"]], [int(n) for n in batch["line"]]
-        results: list[tuple[str, str, bool]] = [("", "", False)] * len(files)
+        results = [ScoredLine("")] * len(files)
         for file in dict.fromkeys(files):  # score_lines takes one file's lines at a time
             idx = [i for i, f in enumerate(files) if f == file]
             scored = score_lines(self.predictor, file, [(numbers[i], bytes(batch["raw"][i])) for i in idx],
                                  self.text_field)
             for i, result in zip(idx, scored):
                 results[i] = result
-        return {"file": files, "line": numbers, "status": [r[0] for r in results],
-                "json": [r[1] for r in results], "is_legal": [r[2] for r in results]}
+        return {"file": files, "line": numbers, "status": [r.status for r in results],
+                "json": [r.payload for r in results], "is_legal": [r.is_legal for r in results],
+                "error": [r.error for r in results]}
 
 
 def plan_actors(total_cpus: float, threads_per_actor: int = 1, num_actors: int = 0) -> tuple[int, int]:
@@ -284,7 +285,8 @@ def _run(ray: Any, model_dir: str, files: list[str], output_path: Path, errors_p
 
 def _write_batch(batch: dict[str, Any], out: IO[str], err: IO[str], counts: dict[str, int],
                  log: IO[str], max_logged_errors: int) -> None:
-    results = list(zip(batch["status"], batch["json"], batch["is_legal"]))
+    results = [ScoredLine(str(s), str(j), bool(legal), str(e))
+               for s, j, legal, e in zip(batch["status"], batch["json"], batch["is_legal"], batch["error"])]
     write_scored(results, list(zip(batch["file"], batch["line"])), out, err, counts, log, max_logged_errors)
 
 

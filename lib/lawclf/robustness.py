@@ -31,8 +31,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from lawclf import config
 from lawclf.metrics import ArrayLike, groups_of
+from lawclf.recipes import RECIPE_TABLE, Recipe
 
 # --------------------------------------------------------------------------- sampling
 
@@ -240,17 +240,8 @@ def short_forms(rows: Sequence[Mapping], share: float, seed: int = 42) -> list[d
 # --------------------------------------------------------------------------- recipes
 
 
-#: Training-set recipes (``TrainConfig.recipe``): recipe -> (spread negatives over source
-#: groups, use hard negatives, leave out suspected label noise, draw the hard negatives from
-#: every source group).
-RECIPES: dict[str, tuple[bool, bool, bool, bool]] = {
-    "plain": (False, False, False, False),
-    "balanced": (True, False, False, False),
-    "hardneg": (True, True, False, False),
-    "robust": (True, True, True, False),
-    "diverse": (True, True, True, True),
-}
-assert tuple(RECIPES) == config.RECIPES, "lawclf.config.RECIPES names the recipes defined here"
+#: Training-set recipes by name (:class:`lawclf.recipes.Recipe` says what each does).
+RECIPES: dict[str, Recipe] = RECIPE_TABLE
 #: Where the suspected label noise a recipe left out is written (under the run's reports/).
 SUSPECTED_NOISE_FILE = "suspected_noise.jsonl"
 
@@ -286,7 +277,8 @@ def apply_recipe(rows: Sequence[Mapping], recipe: str = "plain", *, negatives: i
     """
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    balance, hard, clean, spread_hard = RECIPES[recipe]
+    chosen = RECIPES[recipe]
+    balance, hard, clean, spread_hard = chosen.balance, chosen.hard_negatives, chosen.clean, chosen.spread_hard
     settings: dict[str, Any] = {"negatives": negatives, "positives": positives,
                                 "negatives_per_source": negatives_per_source, "seed": seed}
     if hard:

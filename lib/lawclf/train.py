@@ -195,7 +195,7 @@ def _write_suspected_noise(paths: RunPaths, chosen: TrainingSet) -> None:
     person to read (a stale file from an earlier run is removed)."""
     path = paths.reports / SUSPECTED_NOISE_FILE
     path.unlink(missing_ok=True)
-    if not RECIPES[chosen.report["recipe"]][2]:  # a recipe that does not clean leaves out nothing
+    if not RECIPES[chosen.report["recipe"]].clean:  # a recipe that does not clean leaves out nothing
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
