@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, TypeVar
 
+from lawclf.meta import LABELS, MODEL_META_FILE, read_meta_dict, update_meta
 from lawclf.recipes import RECIPE_NAMES
 from lawclf.truncation import TRUNCATIONS
 
@@ -43,8 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DATA_DIR = REPO_ROOT / "data" / "sample"
 DEFAULT_RUN_DIR = "runs/sample"
 
-#: Label ids are fixed project-wide: 0 = not a legal question, 1 = legal consultation.
-LABELS: tuple[str, str] = ("non_legal", "legal")
+#: Label ids are fixed project-wide (lawclf.meta): 0 = not a legal question, 1 = legal consultation.
 LABEL_NAMES_ZH: tuple[str, str] = ("非法律", "法律咨询")
 
 #: Training-set recipes (``TrainConfig.recipe``; implemented in lawclf.robustness.apply_recipe).
@@ -54,8 +54,6 @@ THRESHOLD_STRATEGIES: tuple[str, ...] = ("max_f1", "target_precision", "fpr_cap"
 #: How the model and its n-gram part are combined (``EvalConfig.combine``; lawclf.ngram.choose_combination).
 COMBINE_METHODS: tuple[str, ...] = ("auto", "mean", "stack", "model", "ngram")
 
-#: Name of the sidecar JSON kept with a model (labels, max_len, threshold, version).
-MODEL_META_FILE = "lawclf_meta.json"
 
 
 @dataclass(frozen=True)
@@ -796,11 +794,9 @@ def read_results(run_dir: str | os.PathLike[str], name: str) -> dict[str, Any]:
 
 
 def read_model_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read the sidecar metadata kept beside a model (empty dict when absent)."""
-    path = Path(model_dir) / MODEL_META_FILE
-    if not path.exists():
-        return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The metadata kept beside a model, as a dict (empty when absent); :class:`lawclf.meta.ModelMeta` is
+    its typed, checked form."""
+    return read_meta_dict(model_dir)
 
 
 def training_config_of(model_dir: str | os.PathLike[str], **overrides: Any) -> "TrainConfig":
@@ -813,13 +809,9 @@ def training_config_of(model_dir: str | os.PathLike[str], **overrides: Any) -> "
 
 
 def write_model_meta(model_dir: str | os.PathLike[str], **updates: Any) -> dict[str, Any]:
-    """Merge ``updates`` into the model's sidecar metadata and return the result."""
-    meta = read_model_meta(model_dir)
-    meta.update(updates)
-    path = Path(model_dir) / MODEL_META_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
-    return meta
+    """Merge ``updates`` into the model's metadata, checked as a server would read it (lawclf.meta.update_meta),
+    and return the result."""
+    return update_meta(model_dir, **updates)
 
 
 __all__ = [

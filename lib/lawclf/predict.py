@@ -20,7 +20,6 @@ This module must never import torch or transformers: the server image has neithe
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -28,10 +27,10 @@ from typing import IO, Any, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-from lawclf.config import LABELS, MODEL_META_FILE
-from lawclf.ngram import NGRAM_FILE, NgramLoadError, NgramModel, check_combine, combine_scores
+from lawclf.meta import MODEL_META_FILE, POSITIVE_LABEL, MetaError, ModelMeta
+from lawclf.ngram import NGRAM_FILE, NgramLoadError, NgramModel, combine_scores
 from lawclf.text import normalise_text
-from lawclf.truncation import LEGACY_TRUNCATION, check_truncation, truncate_ids
+from lawclf.truncation import truncate_ids
 
 #: Graph inputs, always fed all three (int64, shape [batch, sequence]). token_type_ids is all
 #: zeros for one text, but BERT adds its segment embedding, so it is part of the interface.
@@ -42,41 +41,10 @@ INT8_FILE = "model.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 #: Key under which the model metadata is also stored in the ONNX file's metadata_props.
 ONNX_META_KEY = "lawclf_meta"
-POSITIVE_LABEL = LABELS[1]  # "legal"
 
 
 class ModelLoadError(RuntimeError):
     """The model folder is missing, incomplete or corrupt (the message says which file and why)."""
-
-
-#: BERT's position embeddings: no exported model reads more tokens than this.
-MAX_TOKENS = 512
-
-
-def validate_meta(meta: dict[str, Any], source: str,
-                  n_outputs: Optional[int] = None) -> tuple[list[str], float, int]:
-    """``(labels, threshold, max_len)`` from model metadata, or :class:`ModelLoadError` naming the file and field.
-
-    A server must not start on a model it cannot serve correctly: two distinct labels including
-    ``legal`` (as many as the graph's outputs), a finite threshold in [0, 1], an integer
-    ``max_len`` in [2, 512]. Absent fields keep their defaults (labels of the project, 0.5, 512).
-    """
-    labels = meta.get("labels", list(LABELS))
-    if (not isinstance(labels, list) or len(labels) != 2 or len(set(map(str, labels))) != 2
-            or not all(isinstance(x, str) for x in labels) or POSITIVE_LABEL not in labels):
-        raise ModelLoadError(f"{source}: field 'labels' must be two distinct names including {POSITIVE_LABEL!r}, "
-                             f"got {labels!r}")
-    if n_outputs is not None and n_outputs != len(labels):
-        raise ModelLoadError(f"{source}: field 'labels' names {len(labels)} classes but the graph has "
-                             f"{n_outputs} outputs")
-    threshold = meta.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
-            or not 0.0 <= threshold <= 1.0:
-        raise ModelLoadError(f"{source}: field 'threshold' must be a number in [0, 1], got {threshold!r}")
-    max_len = meta.get("max_len", MAX_TOKENS)
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 2 <= max_len <= MAX_TOKENS:
-        raise ModelLoadError(f"{source}: field 'max_len' must be an integer in [2, {MAX_TOKENS}], got {max_len!r}")
-    return list(labels), float(threshold), int(max_len)
 
 
 def default_threads() -> int:
@@ -175,17 +143,17 @@ class Predictor:
         self.meta = self._load_meta()
         outputs = self.session.get_outputs()
         width = outputs[0].shape[-1] if outputs and outputs[0].shape else None
-        self.labels, self.threshold, self.max_len = validate_meta(
-            self.meta, self._meta_source, n_outputs=width if isinstance(width, int) else None)
-        self.positive_index = self.labels.index(POSITIVE_LABEL)
-        try:
-            #: How a text over max_len tokens is cut (lawclf.truncation; models from before it: head).
-            self.truncation = check_truncation(self.meta.get("truncation", LEGACY_TRUNCATION), self._meta_source)
-            #: How the n-gram part joins the model's score (lawclf.ngram.combine_scores; none = the model alone).
-            self.combine = check_combine(self.meta["combine"], self._meta_source) if self.meta.get("combine") \
-                else {"method": "model"}
-        except ValueError as exc:
+        try:  # the one check of the metadata (lawclf.meta): labels, threshold, max_len, truncation, combine
+            checked = ModelMeta.from_dict(self.meta, self._meta_source,
+                                          n_outputs=width if isinstance(width, int) else None)
+        except MetaError as exc:
             raise ModelLoadError(str(exc)) from exc
+        self.labels, self.threshold, self.max_len = checked.labels, checked.threshold, checked.max_len
+        self.positive_index = checked.positive_index
+        #: How a text over max_len tokens is cut (lawclf.truncation; models from before it: head).
+        self.truncation = checked.truncation
+        #: How the n-gram part joins the model's score (lawclf.ngram.combine_scores; none = the model alone).
+        self.combine = checked.combine
         self.ngram: Optional[NgramModel] = None
         if self.combine["method"] != "model":
             try:

@@ -14,33 +14,8 @@ from _serve_fakes import FakePredictor
 from lawclf import serve
 from lawclf.config import ServeConfig
 from lawclf.microbatch import MicroBatcher, Overloaded
-from lawclf.predict import ModelLoadError, validate_meta
+from lawclf.predict import ModelLoadError
 from lawclf.validation import ApiError, has_visible_character, validate_text
-
-
-@pytest.mark.parametrize("meta,field", [
-    ({"max_len": 100000}, "max_len"),
-    ({"max_len": 0}, "max_len"),
-    ({"max_len": "64"}, "max_len"),
-    ({"labels": ["legal"]}, "labels"),
-    ({"labels": ["legal", "legal"]}, "labels"),
-    ({"labels": ["a", "b"]}, "labels"),
-    ({"threshold": float("nan")}, "threshold"),
-    ({"threshold": {}}, "threshold"),
-    ({"threshold": 1.5}, "threshold"),
-    ({"threshold": True}, "threshold"),
-])
-def test_bad_model_metadata_is_refused_naming_the_file_and_field(meta, field):
-    with pytest.raises(ModelLoadError, match=rf"models/x/lawclf_meta.json: field '{field}'"):
-        validate_meta(meta, "models/x/lawclf_meta.json")
-
-
-def test_good_metadata_and_the_defaults():
-    assert validate_meta({"labels": ["non_legal", "legal"], "threshold": 0.42, "max_len": 64}, "m") == (
-        ["non_legal", "legal"], 0.42, 64)
-    assert validate_meta({}, "m") == (["non_legal", "legal"], 0.5, 512)
-    with pytest.raises(ModelLoadError, match="graph has 3 outputs"):
-        validate_meta({}, "m", n_outputs=3)
 
 
 @pytest.mark.slow
