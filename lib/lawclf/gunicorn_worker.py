@@ -19,7 +19,6 @@ reached; it matters where Gunicorn is exposed directly (``docker run -p``, compo
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -29,20 +28,16 @@ from gunicorn import util
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
 
+from lawclf.http import error_body, error_code
+
 READ_TIMEOUT_ENV = "GUNICORN_READ_TIMEOUT"
 DEFAULT_READ_TIMEOUT_S = 10.0
 #: Sending a response may take this long per call (a client that stops reading).
 WRITE_TIMEOUT_S = 30.0
 
-_ERROR_CODES = {400: "bad_request", 403: "forbidden", 408: "request_timeout", 413: "payload_too_large",
-                414: "uri_too_long", 431: "headers_too_large", 500: "internal_error"}
-
-
 def json_error_body(status: int, reason: str, message: str) -> bytes:
     """The body every error of the stack uses: ``{"error": {"code": ..., "message": ...}}``."""
-    code = _ERROR_CODES.get(status, reason.lower().replace(" ", "_") or "error")
-    text = " ".join(str(message).split()) or reason
-    return json.dumps({"error": {"code": code, "message": text}}, ensure_ascii=False).encode("utf-8")
+    return error_body(error_code(status, reason), " ".join(str(message).split()) or reason).encode("utf-8")
 
 
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:

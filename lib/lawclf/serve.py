@@ -37,10 +37,10 @@ from importlib import resources
 from typing import Any, Callable, Optional, Sequence
 
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException, InternalServerError
 
 from lawclf import __version__
 from lawclf.config import ServeConfig, add_config_args, config_from_args
+from lawclf.http import error_response, install_common_handlers, json_response
 from lawclf.microbatch import MicroBatcher, Overloaded
 from lawclf.validation import ApiError, parse_json_body, validate_batch, validate_single
 
@@ -48,9 +48,6 @@ log = logging.getLogger("lawclf.serve")
 
 #: A client-supplied X-Request-ID is echoed only if it looks like an id (no log injection).
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-#: Machine-readable codes for the HTTP errors Werkzeug raises itself.
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-               415: "unsupported_media_type", 429: "too_many_requests"}
 _EXT = "lawclf"
 #: Model metadata that GET /version shows (the rest, e.g. training config with local paths, stays private).
 PUBLIC_META_KEYS = ("labels", "max_len", "model_name", "version", "threshold", "threshold_choice", "test_metrics",
@@ -250,15 +247,8 @@ def _is_framing_error(exc: BaseException) -> bool:
     return isinstance(exc, (ParseException, ValueError))
 
 
-def _error(status: int, code: str, message: str) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message}}, ensure_ascii=False)
-    return Response(body, status=status, mimetype="application/json")
-
-
-def _json(payload: Any, status: int = 200) -> Response:
-    # allow_nan=False: a NaN or infinity becomes a server error, never invalid JSON on the wire.
-    return Response(json.dumps(payload, ensure_ascii=False, allow_nan=False), status=status,
-                    mimetype="application/json")
+_error = error_response
+_json = json_response
 
 
 class ServeState:
@@ -350,8 +340,6 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
             response.set_data(json.dumps({"allow": allow}))
             response.mimetype = "application/json"
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers.setdefault("Cache-Control", "no-store")
         fields: dict[str, Any] = {
             "event": "request", "request_id": g.get("request_id"), "method": request.method,
             "path": request.path, "status": response.status_code,
@@ -425,27 +413,17 @@ def create_app(cfg: Optional[ServeConfig] = None, *, predictor: Any = None) -> F
         resp.headers.update(exc.headers)
         return resp
 
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        if status >= 500:
-            return _server_error(exc)
-        messages = {404: f"No route {request.path}; see GET /openapi.json.",
-                    405: f"{request.method} is not allowed on {request.path}.",
-                    413: f"The request body is larger than {cfg.max_body_bytes} bytes."}
-        resp = _error(status, _HTTP_CODES.get(status, "http_error"), messages.get(status, exc.description or ""))
-        if status == 405 and exc.get_headers():
-            resp.headers.update({k: v for k, v in exc.get_headers() if k == "Allow"})
-        return resp
+    def _message(status: int) -> str:
+        return {404: f"No route {request.path}; see GET /openapi.json.",
+                405: f"{request.method} is not allowed on {request.path}.",
+                413: f"The request body is larger than {cfg.max_body_bytes} bytes."}.get(status, "")
 
-    @app.errorhandler(InternalServerError)
-    def _server_error(exc: Exception) -> Response:
+    def _server_error(exc: Exception) -> str:
         # Flask has already logged the traceback (app.logger is lawclf.serve) and told Sentry.
-        original = getattr(exc, "original_exception", None)
-        if original is not None and not isinstance(original, HTTPException):
-            log.debug("server error %s", type(original).__name__)
-        return _error(500, "internal_error", "Internal server error; it has been logged. "
-                                             f"Request id: {g.get('request_id', '')}.")
+        log.debug("server error %s", type(exc).__name__)
+        return f"Internal server error; it has been logged. Request id: {g.get('request_id', '')}."
+
+    install_common_handlers(app, _message, _server_error)
 
     log.info("ready", extra={"fields": {"event": "startup", "model_dir": cfg.model_dir,
                                         "model_version": holder.version, "microbatch": cfg.microbatch,

@@ -152,7 +152,8 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     import base64
 
     from flask import Flask, Response, jsonify, request
-    from werkzeug.exceptions import HTTPException
+
+    from lawclf.http import error_response, install_common_handlers
 
     if cfg is None:  # under Gunicorn: the settings come from LAWCLF_SCREEN_* variables
         from lawclf.config import resolve_config
@@ -166,10 +167,7 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
     page = (Path(__file__).with_name("review.html")).read_text(encoding="utf-8")
 
     def error(status: int, code: str, message: str, **headers: str):
-        resp = jsonify({"error": {"code": code, "message": message}})
-        resp.status_code = status
-        resp.headers.update(headers)
-        return resp
+        return error_response(status, code, message, headers)
 
     def caller() -> tuple[bool, str]:
         """(allowed, user name from basic auth or "")."""
@@ -208,29 +206,20 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
         return None
 
     @app.after_request
-    def headers(resp):
+    def page_policy(resp):
         resp.headers.setdefault("Content-Security-Policy",
                                 "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; "
                                 "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Cache-Control", "no-store")
         return resp
 
-    @app.errorhandler(404)
-    def not_found(_exc):
-        return error(404, "not_found", f"no route {request.path}")
+    def message(status: int) -> str:  # the page reads every answer as JSON
+        return {404: f"no route {request.path}", 405: f"{request.method} is not allowed on {request.path}",
+                413: "request body over 16 KiB"}.get(status, "")
 
-    @app.errorhandler(405)
-    def bad_method(_exc):
-        return error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+    def server_error(_exc: Exception) -> str:
+        return "the review page failed on this request; its log has the details"
 
-    @app.errorhandler(413)
-    def too_large(_exc):
-        return error(413, "too_large", "request body over 16 KiB")
-
-    @app.errorhandler(HTTPException)
-    def other_http(exc: HTTPException):  # the page reads every answer as JSON
-        return error(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or "")
+    install_common_handlers(app, message, server_error)
 
     @app.errorhandler(sa.exc.SQLAlchemyError)
     def database_error(exc: sa.exc.SQLAlchemyError):
@@ -239,13 +228,6 @@ def create_review_app(cfg: Optional[ScreenConfig] = None, engine: Any = None):
 
         return error(503, "database_unavailable",
                      f"the review database could not be used ({error_detail(exc, 200)}); try again")
-
-    @app.errorhandler(Exception)
-    def internal(exc: Exception):
-        if isinstance(exc, HTTPException):
-            return other_http(exc)
-        app.logger.exception("review page error")
-        return error(500, "internal_error", "the review page failed on this request; its log has the details")
 
     @app.get("/")
     def index():
