@@ -35,6 +35,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional, Sequence
@@ -312,29 +313,68 @@ def free_memory() -> Optional[int]:
     return int(torch.cuda.memory_allocated())
 
 
-def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
-          sample_weights: Optional[Sequence[float]] = None,
-          batch_sampler_factory: Optional[Callable[[Sequence[dict], Sequence[int], TrainConfig], EpochBatchSampler]] = None,
-          callbacks: Sequence[StepCallback] = ()) -> dict[str, Any]:
-    """Train on the run's train split, choose the best epoch on validation, save it to ``model/``.
+def optimisation_step(model, batch: dict, loss_fn, optimizer, scheduler, grad_clip: float, *,
+                      backward: Optional[Callable[[torch.Tensor], None]] = None,
+                      clip: Optional[Callable[..., Any]] = None, sync: bool = True) -> tuple[torch.Tensor, int]:
+    """One optimisation step on ``batch``: forward, loss (with the batch's ``weight`` when it has one),
+    backward, gradient clipping, AdamW, the warm-up schedule, zeroed gradients. Returns ``(loss, examples)``.
 
-    Args:
-        cfg: the training configuration.
-        train_rows: train on these rows instead of ``splits/train.jsonl`` (e.g. hard negatives added).
-        sample_weights: one weight per train row for a weighted loss.
-        batch_sampler_factory: ``f(rows, token_lengths, cfg) -> EpochBatchSampler`` replacing the
-            length-grouped sampler (e.g. source-balanced batches).
-        callbacks: called with the :class:`TrainerState` after every optimizer step (progress
-            hooks; an exception raised there stops training like a crash would).
+    The one step both :func:`train` (through Accelerate: its ``backward`` and ``clip_grad_norm_``, ``sync``
+    False while gradients accumulate) and notebook 03's hand steps take. ``batch`` is not changed."""
+    batch = dict(batch)
+    labels = batch.pop("labels")
+    weight = batch.pop("weight", None)
+    loss = loss_fn(model(**batch).logits, labels, weight)
+    (backward or torch.Tensor.backward)(loss)
+    if sync and grad_clip > 0:
+        (clip or torch.nn.utils.clip_grad_norm_)(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad()
+    return loss, len(labels)
 
-    Returns a summary: best epoch and validation metrics, max_len, paths, timings.
-    """
+
+@dataclass
+class TrainingRun:
+    """What the steps of :func:`train` share: made by :func:`set_up`, advanced by :func:`run_epoch` and
+    :func:`end_epoch`, closed by :func:`finish`."""
+
+    cfg: TrainConfig
+    paths: RunPaths
+    accelerator: Any
+    rows: list[dict]
+    val_rows: list[dict]
+    ngram_rows: list[dict]
+    tokenizer: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    loss_fn: Any
+    train_loader: Any
+    val_loader: Any
+    batch_sampler: Any
+    state: TrainerState
+    meta: dict[str, Any]
+    max_len: int
+    max_len_choice: str
+    learning_rate: float
+    callbacks: Sequence[StepCallback] = ()
+    started: float = field(default_factory=time.perf_counter)
+
+
+def set_up(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
+           sample_weights: Optional[Sequence[float]] = None,
+           batch_sampler_factory: Optional[Callable[[Sequence[dict], Sequence[int], TrainConfig], EpochBatchSampler]] = None,
+           callbacks: Sequence[StepCallback] = ()) -> TrainingRun:
+    """Set-up and recipe, then build: the rows the recipe keeps, the model and tokenizer, MAX_LEN, the
+    loaders, AdamW and its schedule under Accelerate, and the state (resumed from ``checkpoints/`` when a
+    checkpoint of the same run is there). The arguments are :func:`train`'s."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from lawclf.data import load_split
 
-    t_start = time.perf_counter()
+    started = time.perf_counter()
     paths = RunPaths(cfg.run_dir)
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
                               gradient_accumulation_steps=max(1, cfg.grad_accum_steps))
@@ -373,7 +413,6 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     optimizer, scheduler, _ = _optimiser(cfg, model, len(batch_sampler))
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler)
-    loss_fn = make_loss(cfg)
 
     fingerprint = run_fingerprint(cfg, rows, weights, processes=accelerator.num_processes)
     state = load_resumable_state(paths, fingerprint) if cfg.resume else None
@@ -395,112 +434,150 @@ def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
     meta = dict(labels=list(LABELS), max_len=max_len, max_len_choice=max_len_choice, truncation=cfg.truncation,
                 model_name=cfg.model_name, version=__version__, threshold=0.5, train_config=to_dict(cfg),
                 learning_rate=lr, recipe=recipe.report)
-    # Text bars: they work in Colab, terminals and papermill (no ipywidgets needed).
-    from tqdm import tqdm
+    return TrainingRun(cfg=cfg, paths=paths, accelerator=accelerator, rows=rows, val_rows=val_rows,
+                       ngram_rows=ngram_rows, tokenizer=tokenizer, model=model, optimizer=optimizer,
+                       scheduler=scheduler, loss_fn=make_loss(cfg), train_loader=train_loader, val_loader=val_loader,
+                       batch_sampler=batch_sampler, state=state, meta=meta, max_len=max_len,
+                       max_len_choice=max_len_choice, learning_rate=lr, callbacks=callbacks, started=started)
 
-    model.train()
-    for epoch in range(state.epoch, cfg.epochs):
-        if state.finished:
-            break
-        batch_sampler.set_epoch(epoch)
-        if hasattr(train_loader, "set_epoch"):  # Accelerate's loader re-sets its sampler's epoch on iter()
-            train_loader.set_epoch(epoch)
-        # On resume, the batches done before the checkpoint are drawn again (same order: the
-        # sampler depends only on seed and epoch) and skipped; only collation is repeated.
-        skip = state.step_in_epoch
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(train_loader),
-                   disable=not accelerator.is_local_main_process, mininterval=1.0, dynamic_ncols=True)
-        t_epoch = time.perf_counter()
-        for i, batch in enumerate(bar):
-            if i < skip:
-                continue
-            with accelerator.accumulate(model):
-                labels = batch.pop("labels")
-                weight = batch.pop("weight", None)
-                logits = model(**batch).logits
-                loss = loss_fn(logits, labels, weight)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.grad_clip > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            state.step_in_epoch += 1
-            state.epoch_loss_sum += float(loss.detach()) * len(labels)
-            state.epoch_examples += len(labels)
-            if accelerator.sync_gradients:
-                state.global_step += 1
-                bar.set_postfix(loss=f"{state.epoch_loss_sum / state.epoch_examples:.4f}", refresh=False)
-                if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-                    state.epoch_seconds += time.perf_counter() - t_epoch
-                    save_checkpoint(accelerator, paths, state)
-                    t_epoch = time.perf_counter()
-                for callback in callbacks:
-                    callback(state)
-        bar.close()
-        state.epoch_seconds += time.perf_counter() - t_epoch
 
-        totals = accelerator.reduce(torch.tensor([state.epoch_loss_sum, state.epoch_examples],
-                                                 dtype=torch.float64, device=accelerator.device), "sum")
-        val = validate(accelerator, model, val_loader, loss_fn)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": float(totals[0] / max(1.0, float(totals[1]))),
-            "val_loss": val["loss"],
-            **{f"val_{k}": v for k, v in val.items() if k not in {"loss", "threshold", "n"}},
-            "samples_per_s": float(totals[1]) / max(state.epoch_seconds, 1e-9),
-            "epoch_seconds": state.epoch_seconds,
-            "lr": float(scheduler.get_last_lr()[0]),
-            "optimizer_steps": state.global_step,
-        }
-        state.history.append(record)
-        value = val[cfg.metric] if cfg.metric in val else float("nan")
-        if _improved(cfg.metric, value, state.best_metric):
-            state.best_metric, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
-            save_best_model(accelerator, model, tokenizer, paths, {
-                **meta, "best_epoch": epoch + 1, "best_validation": {k: val[k] for k in val if k != "threshold"}})
-            flag = " *best*"
-        else:
-            state.bad_epochs += 1
-            flag = f" (no improvement {state.bad_epochs}/{cfg.patience})"
-        _say(accelerator, f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss {val['loss']:.4f}, "
-                          f"val {cfg.metric} {value:.4f}, {record['samples_per_s']:.1f} samples/s{flag}")
-        state.epoch, state.step_in_epoch = epoch + 1, 0
-        state.epoch_loss_sum, state.epoch_examples, state.epoch_seconds = 0.0, 0, 0.0
-        if cfg.patience > 0 and state.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs:
-            state.stopped_early = True
-            _say(accelerator, f"early stopping: {cfg.metric} has not improved for {cfg.patience} epochs")
-        state.finished = state.stopped_early or state.epoch >= cfg.epochs
-        save_checkpoint(accelerator, paths, state)
-        if state.finished:
-            break
+def run_epoch(run: TrainingRun, epoch: int) -> None:
+    """One epoch of optimisation steps (resumed mid-epoch where the state says), with a progress bar and
+    the checkpoints every ``checkpoint_every`` optimizer steps."""
+    from tqdm import tqdm  # text bars: they work in Colab, terminals and papermill (no ipywidgets needed)
 
+    cfg, acc, state = run.cfg, run.accelerator, run.state
+    run.batch_sampler.set_epoch(epoch)
+    if hasattr(run.train_loader, "set_epoch"):  # Accelerate's loader re-sets its sampler's epoch on iter()
+        run.train_loader.set_epoch(epoch)
+    # On resume, the batches done before the checkpoint are drawn again (same order: the
+    # sampler depends only on seed and epoch) and skipped; only collation is repeated.
+    skip = state.step_in_epoch
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=len(run.train_loader),
+               disable=not acc.is_local_main_process, mininterval=1.0, dynamic_ncols=True)
+    t_epoch = time.perf_counter()
+    for i, batch in enumerate(bar):
+        if i < skip:
+            continue
+        with acc.accumulate(run.model):
+            loss, n = optimisation_step(run.model, batch, run.loss_fn, run.optimizer, run.scheduler, cfg.grad_clip,
+                                        backward=acc.backward, clip=acc.clip_grad_norm_, sync=acc.sync_gradients)
+        state.step_in_epoch += 1
+        state.epoch_loss_sum += float(loss.detach()) * n
+        state.epoch_examples += n
+        if acc.sync_gradients:
+            state.global_step += 1
+            bar.set_postfix(loss=f"{state.epoch_loss_sum / state.epoch_examples:.4f}", refresh=False)
+            if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                state.epoch_seconds += time.perf_counter() - t_epoch
+                save_checkpoint(acc, run.paths, state)
+                t_epoch = time.perf_counter()
+            for callback in run.callbacks:
+                callback(state)
+    bar.close()
+    state.epoch_seconds += time.perf_counter() - t_epoch
+
+
+def end_epoch(run: TrainingRun, epoch: int) -> dict[str, Any]:
+    """Validate, record the epoch, keep the model when it is the best so far, decide on early stopping and
+    checkpoint the state; returns the epoch's record."""
+    cfg, acc, state = run.cfg, run.accelerator, run.state
+    totals = acc.reduce(torch.tensor([state.epoch_loss_sum, state.epoch_examples],
+                                     dtype=torch.float64, device=acc.device), "sum")
+    val = validate(acc, run.model, run.val_loader, run.loss_fn)
+    record = {
+        "epoch": epoch + 1,
+        "train_loss": float(totals[0] / max(1.0, float(totals[1]))),
+        "val_loss": val["loss"],
+        **{f"val_{k}": v for k, v in val.items() if k not in {"loss", "threshold", "n"}},
+        "samples_per_s": float(totals[1]) / max(state.epoch_seconds, 1e-9),
+        "epoch_seconds": state.epoch_seconds,
+        "lr": float(run.scheduler.get_last_lr()[0]),
+        "optimizer_steps": state.global_step,
+    }
+    state.history.append(record)
+    value = val[cfg.metric] if cfg.metric in val else float("nan")
+    if _improved(cfg.metric, value, state.best_metric):
+        state.best_metric, state.best_epoch, state.bad_epochs = value, epoch + 1, 0
+        save_best_model(acc, run.model, run.tokenizer, run.paths, {
+            **run.meta, "best_epoch": epoch + 1, "best_validation": {k: val[k] for k in val if k != "threshold"}})
+        flag = " *best*"
+    else:
+        state.bad_epochs += 1
+        flag = f" (no improvement {state.bad_epochs}/{cfg.patience})"
+    _say(acc, f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss {val['loss']:.4f}, "
+              f"val {cfg.metric} {value:.4f}, {record['samples_per_s']:.1f} samples/s{flag}")
+    state.epoch, state.step_in_epoch = epoch + 1, 0
+    state.epoch_loss_sum, state.epoch_examples, state.epoch_seconds = 0.0, 0, 0.0
+    if cfg.patience > 0 and state.bad_epochs >= cfg.patience and epoch + 1 < cfg.epochs:
+        state.stopped_early = True
+        _say(acc, f"early stopping: {cfg.metric} has not improved for {cfg.patience} epochs")
+    state.finished = state.stopped_early or state.epoch >= cfg.epochs
+    save_checkpoint(acc, run.paths, state)
+    return record
+
+
+def finish(run: TrainingRun) -> dict[str, Any]:
+    """The history, the n-gram part and the summary written beside the best model; checkpoints of a finished
+    run removed (unless kept); the training plot. Returns the summary."""
+    cfg, acc, state, paths = run.cfg, run.accelerator, run.state, run.paths
     if state.best_epoch is None:
         raise RuntimeError(f"validation {cfg.metric} was never a number; no model was saved")
     summary = {
         "best_epoch": state.best_epoch, "best_metric": state.best_metric, "metric": cfg.metric,
-        "epochs_run": len(state.history), "stopped_early": state.stopped_early, "max_len": max_len,
-        "max_len_choice": max_len_choice, "learning_rate": lr, "model_dir": str(paths.model),
-        "mixed_precision": accelerator.mixed_precision, "num_processes": accelerator.num_processes,
-        "train_size": len(rows), "validation_size": len(val_rows), "history": state.history,
-        "seconds": time.perf_counter() - t_start,
+        "epochs_run": len(state.history), "stopped_early": state.stopped_early, "max_len": run.max_len,
+        "max_len_choice": run.max_len_choice, "learning_rate": run.learning_rate, "model_dir": str(paths.model),
+        "mixed_precision": acc.mixed_precision, "num_processes": acc.num_processes,
+        "train_size": len(run.rows), "validation_size": len(run.val_rows), "history": state.history,
+        "seconds": time.perf_counter() - run.started,
     }
-    if accelerator.is_main_process:
+    if acc.is_main_process:
         write_history(paths, state.history)
-        summary["ngram"] = fit_ngram_part(cfg, ngram_rows, paths)
+        summary["ngram"] = fit_ngram_part(cfg, run.ngram_rows, paths)
         write_model_meta(paths.model, training={k: v for k, v in summary.items() if k != "history"},
                          ngram=summary["ngram"])
         if state.finished and not cfg.keep_checkpoints:  # never resumed again: free the disk (Drive in Colab)
             shutil.rmtree(paths.checkpoints, ignore_errors=True)
-            _say(accelerator, f"removed {paths.checkpoints} (a finished run is not resumed; "
-                              "KEEP_CHECKPOINTS / --keep-checkpoints keeps it)")
+            _say(acc, f"removed {paths.checkpoints} (a finished run is not resumed; "
+                      "KEEP_CHECKPOINTS / --keep-checkpoints keeps it)")
         summary["checkpoints_kept"] = paths.checkpoints.exists()
         try:
             plot_history(state.history, paths.reports / "training_history.png")
         except Exception as exc:  # a plot must never lose a trained model
             logger.warning("could not plot the training history: %s", exc)
-    accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return summary
+
+
+def train(cfg: TrainConfig, *, train_rows: Optional[Sequence[dict]] = None,
+          sample_weights: Optional[Sequence[float]] = None,
+          batch_sampler_factory: Optional[Callable[[Sequence[dict], Sequence[int], TrainConfig], EpochBatchSampler]] = None,
+          callbacks: Sequence[StepCallback] = ()) -> dict[str, Any]:
+    """Train on the run's train split, choose the best epoch on validation, save it to ``model/``:
+    :func:`set_up`, then :func:`run_epoch` and :func:`end_epoch` per epoch, then :func:`finish`.
+
+    Args:
+        cfg: the training configuration.
+        train_rows: train on these rows instead of ``splits/train.jsonl`` (e.g. hard negatives added).
+        sample_weights: one weight per train row for a weighted loss.
+        batch_sampler_factory: ``f(rows, token_lengths, cfg) -> EpochBatchSampler`` replacing the
+            length-grouped sampler (e.g. source-balanced batches).
+        callbacks: called with the :class:`TrainerState` after every optimizer step (progress
+            hooks; an exception raised there stops training like a crash would).
+
+    Returns a summary: best epoch and validation metrics, max_len, paths, timings.
+    """
+    run = set_up(cfg, train_rows=train_rows, sample_weights=sample_weights,
+                 batch_sampler_factory=batch_sampler_factory, callbacks=callbacks)
+    run.model.train()
+    for epoch in range(run.state.epoch, cfg.epochs):
+        if run.state.finished:
+            break
+        run_epoch(run, epoch)
+        end_epoch(run, epoch)
+        if run.state.finished:
+            break
+    return finish(run)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -586,5 +663,6 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 __all__ = [
     "DEFAULT_LR", "param_groups", "resolve_learning_rate", "resolve_mixed_precision", "train", "validate",
+    "optimisation_step", "TrainingRun", "set_up", "run_epoch", "end_epoch", "finish",
     "write_history", "read_history", "plot_history", "cli",
 ]
