@@ -141,7 +141,8 @@ class DataConfig(_Checked):
 
     _ranges = {"min_chars": (0, None), "max_chars": (1, None), "val_fraction": (0.0, 0.9),
                "test_fraction": (0.0, 0.9), "max_per_class": (0, None),
-               "holdout_max_rows": (0, None)}
+               "holdout_max_rows": (0, None),
+               "near_duplicate_overlap": (0.0, 1.0)}
 
     run_dir: str = DEFAULT_RUN_DIR
     #: Folder holding ``legal.jsonl`` and ``nonlegal.jsonl``; empty = the embedded sample.
@@ -173,6 +174,10 @@ class DataConfig(_Checked):
     #: At most this many held-out rows go to test (a seeded sample, so a huge held-out source
     #: does not make evaluation slow); 0 = all of them.
     holdout_max_rows: int = 0
+    #: Texts whose character-trigram sets overlap at least this much (Jaccard, after the
+    #: de-duplication key's normalisation) are near-duplicates, e.g. two fillings of one template:
+    #: each group goes to one split, so no test text has a near-twin in train. 0 = off.
+    near_duplicate_overlap: float = 0.8
 
 
 @dataclass
@@ -192,6 +197,9 @@ class KeywordConfig(_Checked):
     min_count: int = 3
     #: Extra stop words, one per line (added to the packaged list).
     stopwords_path: str = ""
+    #: Also drop the packaged generic words (说/好/做/到/去 …: verbs and adjectives every genre uses,
+    #: which would top both classes' tables); False keeps them.
+    drop_generic_words: bool = True
     wordcloud_max_words: int = 150
     #: Strength of the log-odds prior, as a fraction of the pooled word counts (Monroe et al. 2008).
     prior_scale: float = 0.1

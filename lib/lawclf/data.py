@@ -41,6 +41,7 @@ from lawclf.config import (
     to_dict,
 )
 from lawclf.metrics import source_group
+from lawclf.neardup import near_duplicate_groups, near_duplicate_pairs
 from lawclf.text import dedup_key, normalise_text
 
 SPLITS = ("train", "validation", "test")
@@ -305,25 +306,38 @@ def cap_per_class(records: list[Record], max_per_class: int, seed: int) -> tuple
 
 
 def stratified_split(records: list[Record], val_fraction: float, test_fraction: float,
-                     seed: int) -> dict[str, list[Record]]:
+                     seed: int, groups: Optional[Sequence[int]] = None) -> dict[str, list[Record]]:
     """Split each label separately with the same fractions, so every split keeps the class balance.
 
-    Run it on de-duplicated records: then each text (and each near-duplicate group) is one
-    record and can land in one split only.
+    Run it on de-duplicated records: then each text is one record and can land in one split only.
+    ``groups`` (a group id per record, e.g. from :func:`lawclf.neardup.near_duplicate_groups`) keeps
+    the members of a group together: a group goes whole to the split its turn falls in, and counts
+    under its first member's label. Without groups every record is its own group (the same split
+    as before groups existed, for the same seed).
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"val_fraction ({val_fraction}) and test_fraction ({test_fraction}) must be in [0, 1) "
                         "and sum to less than 1")
+    if groups is None:
+        groups = range(len(records))
+    elif len(groups) != len(records):
+        raise ValueError(f"groups has {len(groups)} ids for {len(records)} records")
+    members: dict[int, list[Record]] = defaultdict(list)
+    for rec, gid in zip(records, groups):
+        members[gid].append(rec)
     rng = random.Random(seed)
     out: dict[str, list[Record]] = {s: [] for s in SPLITS}
     for label in sorted({r.label for r in records}):
-        group = [r for r in records if r.label == label]
-        rng.shuffle(group)
-        n_test = round(len(group) * test_fraction)
-        n_val = round(len(group) * val_fraction)
-        out["test"].extend(group[:n_test])
-        out["validation"].extend(group[n_test:n_test + n_val])
-        out["train"].extend(group[n_test + n_val:])
+        units = [m for m in members.values() if m[0].label == label]
+        rng.shuffle(units)
+        size = sum(len(m) for m in units)
+        n_test = round(size * test_fraction)
+        n_val = round(size * val_fraction)
+        taken = 0
+        for unit in units:  # fill test, then validation, then train, a whole group at a time
+            split = "test" if taken < n_test else "validation" if taken < n_test + n_val else "train"
+            out[split].extend(unit)
+            taken += len(unit)
     for rows in out.values():
         rng.shuffle(rows)  # mix the labels within each split
     return out
@@ -467,8 +481,11 @@ def prepare(cfg: DataConfig, plots: bool = True) -> dict:
     kept, held_out = split_holdout(kept, cfg.holdout_sources)
     if cfg.holdout_max_rows and len(held_out) > cfg.holdout_max_rows:
         held_out = random.Random(cfg.seed).sample(held_out, cfg.holdout_max_rows)
-    splits = stratified_split(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    groups = (near_duplicate_groups([r.text for r in kept], cfg.near_duplicate_overlap)
+              if cfg.near_duplicate_overlap > 0 else None)
+    splits = stratified_split(kept, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
     splits["test"].extend(held_out)
+    group_sizes = Counter(groups or ())
 
     paths = RunPaths(cfg.run_dir)
     out = paths.splits
@@ -498,6 +515,10 @@ def prepare(cfg: DataConfig, plots: bool = True) -> dict:
             "capped": sum(left_out.values()),
             "kept": len(kept_rows),
         },
+        # Near-duplicate groups (trigram overlap >= near_duplicate_overlap), each kept in one split.
+        "near_duplicate_groups": {"groups": sum(1 for n in group_sizes.values() if n > 1),
+                                  "rows": sum(n for n in group_sizes.values() if n > 1),
+                                  "largest": max(group_sizes.values(), default=0)},
         "rejected_by_reason": dict(sorted(rejects.by_reason.items())),
         "per_label": {
             "loaded": {LABELS[k]: loaded_per_label[k] for k in (0, 1)},
@@ -534,6 +555,21 @@ def load_summary(run_dir: str | os.PathLike[str]) -> dict:
     return json.loads((RunPaths(run_dir).splits / "summary.json").read_text(encoding="utf-8"))
 
 
+def split_near_duplicates(run_dir: str | os.PathLike[str], overlap: float = 0.8,
+                          examples: int = 5) -> dict[str, Any]:
+    """Pairs of texts in two different splits whose trigram overlap is ``>= overlap``, per pair of
+    splits, with the closest ``examples``: what a near-twin leak between splits would look like
+    (zeros when ``prepare`` grouped near-duplicates at this overlap; held-out test rows are included)."""
+    rows = [(s, r["text"]) for s in SPLITS for r in load_split(run_dir, s)]
+    pairs = [(score, rows[a], rows[b]) for a, b, score in near_duplicate_pairs([t for _, t in rows], overlap)
+             if rows[a][0] != rows[b][0]]
+    counts = Counter("&".join(sorted((x[0], y[0]), key=SPLITS.index)) for _, x, y in pairs)
+    return {"overlap": overlap,
+            "pairs": {f"{a}&{b}": counts[f"{a}&{b}"] for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]},
+            "examples": [{"overlap": round(score, 3), x[0]: x[1], y[0]: y[1]}
+                         for score, x, y in sorted(pairs, key=lambda p: -p[0])[:examples]]}
+
+
 def split_overlap(run_dir: str | os.PathLike[str]) -> dict[str, int]:
     """Texts shared between two splits (by :func:`dedup_key`), per pair; all zeros = no leakage."""
     keys = {s: {dedup_key(r["text"]) for r in load_split(run_dir, s)} for s in SPLITS}
@@ -567,4 +603,5 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 __all__ = ["SPLITS", "DataError", "Record", "InputFile", "normalise_text", "dedup_key", "parse_label",
            "resolve_inputs", "read_file", "clean", "cap_per_class", "stratified_split", "row_id", "length_stats",
-           "per_source_counts", "plot_summary", "read_jsonl", "prepare", "load_split", "load_summary", "split_overlap", "cli"]
+           "per_source_counts", "plot_summary", "read_jsonl", "prepare", "load_split", "load_summary", "split_overlap",
+           "split_near_duplicates", "cli"]

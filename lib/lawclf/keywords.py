@@ -44,6 +44,9 @@ if TYPE_CHECKING:  # pandas is imported lazily: `lawclf --help` should stay fast
     import pandas as pd
 
 STOPWORDS_RESOURCE = "stopwords_zh.txt"
+#: Verbs, adjectives and time words every genre uses (说/好/做/到/去 …), dropped with the stop words
+#: unless ``KeywordConfig.drop_generic_words`` is False: they would top both classes' tables.
+GENERIC_WORDS_RESOURCE = "generic_words_zh.txt"
 #: Output file names (relative to RunPaths.keywords).
 FILES = {
     "bias_table": "keyword_bias.csv",
@@ -77,15 +80,23 @@ def _read_word_list(lines: Iterable[str]) -> set[str]:
     return {w.strip().lower() for w in lines if w.strip() and not w.lstrip().startswith("#")}
 
 
-@lru_cache(maxsize=1)
-def _packaged_stopwords() -> frozenset[str]:
-    text = resources.files("lawclf.resources").joinpath(STOPWORDS_RESOURCE).read_text(encoding="utf-8")
+@lru_cache(maxsize=2)
+def _packaged_words(resource: str) -> frozenset[str]:
+    text = resources.files("lawclf.resources").joinpath(resource).read_text(encoding="utf-8")
     return frozenset(_read_word_list(text.splitlines()))
 
 
-def load_stopwords(extra_path: str | os.PathLike[str] = "") -> frozenset[str]:
-    """The packaged stop-word list plus, optionally, a user file (one word per line, ``#`` comments)."""
-    words = set(_packaged_stopwords())
+def generic_words() -> frozenset[str]:
+    """The packaged generic words (``resources/generic_words_zh.txt``)."""
+    return _packaged_words(GENERIC_WORDS_RESOURCE)
+
+
+def load_stopwords(extra_path: str | os.PathLike[str] = "", *, drop_generic_words: bool = True) -> frozenset[str]:
+    """The packaged stop-word list, the packaged generic words unless ``drop_generic_words`` is
+    False, and optionally a user file (one word per line, ``#`` comments)."""
+    words = set(_packaged_words(STOPWORDS_RESOURCE))
+    if drop_generic_words:
+        words |= generic_words()
     if extra_path:
         path = Path(extra_path)
         if not path.is_file():
@@ -335,6 +346,28 @@ def _word_rows(table: "pd.DataFrame", words: Iterable[str]) -> dict[str, Optiona
     return out
 
 
+def in_jieba_dictionary(word: str) -> bool:
+    """True when ``word`` is an entry of jieba's dictionary (not a word its HMM assembled)."""
+    return bool(_get_jieba().dt.FREQ.get(word))
+
+
+def segmentation_artefacts(words: Iterable[str], texts: Sequence[str], docs: Sequence[Sequence[str]],
+                           context: int = 8) -> list[dict]:
+    """Chinese words of two or more characters among ``words`` that jieba's dictionary lacks, with
+    the first text that produced each: words jieba's HMM assembled from characters it had no entry
+    for. Some are real words the dictionary misses, some are artefacts that glue two words' pieces
+    (下该 from 咨询下该怎么办 = 咨询 / 下 / 该 / 怎么办); :func:`analyse` keeps them, and notebook 02 shows them."""
+    out = []
+    for word in dict.fromkeys(words):
+        if len(word) < 2 or not all("\u4e00" <= ch <= "\u9fff" for ch in word) or in_jieba_dictionary(word):
+            continue
+        example = next((t for t, d in zip(texts, docs) if word in d), "")
+        at = example.find(word)
+        snippet = example[max(0, at - context):at + len(word) + context] if at >= 0 else example[:2 * context]
+        out.append({"word": word, "texts": sum(1 for d in docs if word in d), "example": snippet})
+    return out
+
+
 def _top_biased(table: "pd.DataFrame", k: int, legal: bool) -> list[dict]:
     part = table.nlargest(k, "z") if legal else table.nsmallest(k, "z")
     part = part[part["z"] > 0] if legal else part[part["z"] < 0]
@@ -352,7 +385,7 @@ def analyse(cfg: KeywordConfig) -> dict:
     from lawclf.data import load_split
 
     font = find_cjk_font(cfg.font_path)
-    stop = load_stopwords(cfg.stopwords_path)
+    stop = load_stopwords(cfg.stopwords_path, drop_generic_words=cfg.drop_generic_words)
     paths = RunPaths(cfg.run_dir)
     train = load_split(cfg.run_dir, "train")
     test = load_split(cfg.run_dir, "test")
@@ -371,11 +404,13 @@ def analyse(cfg: KeywordConfig) -> dict:
     table.to_csv(out_dir / FILES["bias_table"], index=False, encoding="utf-8")
 
     per_class = {}
+    shown: list[str] = []  # every word a table or word cloud puts in front of the reader
     for lab, name in ((1, "legal"), (0, "non_legal")):
         tokens, doc_freq = count_words(d for d, y in zip(docs, labels) if y == lab)
         n_docs = labels.count(lab)
-        top_words(tokens, doc_freq, n_docs, cfg.top_k).to_csv(out_dir / FILES[f"top_{name}"], index=False,
-                                                              encoding="utf-8")
+        top = top_words(tokens, doc_freq, n_docs, cfg.top_k)
+        top.to_csv(out_dir / FILES[f"top_{name}"], index=False, encoding="utf-8")
+        shown += list(top["word"])
         render_wordcloud(tokens, font, out_dir / FILES[f"wordcloud_{name}"], max_words=cfg.wordcloud_max_words,
                          colormap="Reds" if lab == 1 else "Blues", seed=cfg.seed)
         per_class[name] = {"texts": n_docs, "words": sum(tokens.values()), "distinct_words": len(tokens)}
@@ -390,6 +425,7 @@ def analyse(cfg: KeywordConfig) -> dict:
     non_legal_lean = sorted(((s, r) for s, r in zip(lean, test) if int(r["label"]) == 0), key=lambda x: -x[0])
 
     watch = [w.strip() for w in cfg.watch_words.split(",") if w.strip()]
+    shown += [w["word"] for side in (True, False) for w in _top_biased(table, cfg.top_k, legal=side)]
     summary = {
         "run_dir": str(cfg.run_dir),
         "font_path": str(font),
@@ -399,9 +435,12 @@ def analyse(cfg: KeywordConfig) -> dict:
         "vocabulary": int(len(table)),
         "min_count": cfg.min_count,
         "prior_scale": cfg.prior_scale,
+        "drop_generic_words": cfg.drop_generic_words,
         "top_legal_words": _top_biased(table, cfg.top_k, legal=True),
         "top_non_legal_words": _top_biased(table, cfg.top_k, legal=False),
         "watch_words": _word_rows(table, watch),
+        # Words in the tables above that jieba's HMM assembled (not in its dictionary): kept, shown in 02.
+        "segmentation_artefacts": segmentation_artefacts(shown, [r["text"] for r in train], docs),
         "test_keyword_lean_auc": round(rank_auc(lean, test_labels), 4),
         "test_non_legal_leaning_legal": sum(1 for s, _ in non_legal_lean if s > 0),
         "test_non_legal": len(non_legal_lean),
@@ -454,6 +493,7 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-__all__ = ["load_stopwords", "segment", "count_words", "top_words", "log_odds_dirichlet", "keyword_bias_table",
+__all__ = ["load_stopwords", "generic_words", "in_jieba_dictionary", "segmentation_artefacts", "segment",
+           "count_words", "top_words", "log_odds_dirichlet", "keyword_bias_table",
            "keyword_lean", "lean_words", "rank_auc", "render_wordcloud", "plot_bias_bars", "analyse",
            "load_bias_table", "cli", "FILES"]

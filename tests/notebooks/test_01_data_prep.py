@@ -31,6 +31,9 @@ def test_notebook_01_on_embedded_sample(tmp_path):
     assert results["counts"]["kept"] == sum(sizes.values()) >= 700
     assert results["counts"]["rejected"] == 0
     assert results["split_overlap"] == {"train&validation": 0, "train&test": 0, "validation&test": 0}
+    # the sample's template fillings are grouped: no near-twin (trigram overlap >= 0.8) straddles two splits
+    assert results["near_duplicate_groups"]["groups"] > 0
+    assert results["split_near_duplicates"] == {"train&validation": 0, "train&test": 0, "validation&test": 0}
     assert sizes["test"] == pytest.approx(0.2 * results["counts"]["kept"], abs=2)
     assert results["per_label_kept"]["legal"] >= 350 and results["per_label_kept"]["non_legal"] >= 350
     for name in ("summary.json", "rejected.jsonl", "dropped.jsonl", "conflicts.jsonl", "class_balance.png",

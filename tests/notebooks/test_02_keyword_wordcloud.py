@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import copy_run
 from lawclf.config import RunPaths, read_results
-from lawclf.keywords import FILES
+from lawclf.keywords import FILES, generic_words, in_jieba_dictionary
 from lawclf.nbrun import run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
@@ -42,6 +42,14 @@ def test_notebook_02_writes_keyword_tables_and_word_clouds(prepared_run_dir, cjk
     assert results["train_legal_share"] == pytest.approx(results["train_texts"]["legal"] / len(train), abs=1e-4)
     assert 0.5 < results["test_keyword_lean_auc"] <= 1.0
     assert set(results["watch_words_z"]) >= {"借钱", "咨询", "怎么办", "请问"}
+    # generic words (说/好/做/到/去 …) no longer top the frequency tables; what jieba made up is listed, and kept
+    generic = generic_words()
+    assert results["drop_generic_words"] is True
+    assert not generic & set(results["top_frequent_words"]["legal"] + results["top_frequent_words"]["non_legal"])
+    assert all(not in_jieba_dictionary(w) for w in results["segmentation_artefacts"])
+    shown = "".join(str(o.get("data", {}).get("text/plain", "")) + "".join(o.get("text", ""))
+                    for c in _nb["cells"] if c.get("id") == "02-artefacts" for o in c.get("outputs", []))
+    assert "不在 jieba 词典里的词" in shown
 
     table = pd.read_csv(out / FILES["bias_table"], keep_default_na=False)
     assert len(table) == results["vocabulary"]

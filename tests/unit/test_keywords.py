@@ -16,6 +16,8 @@ from lawclf import keywords
 from lawclf.config import KeywordConfig, RunPaths
 from lawclf.fonts import FontNotFoundError, has_cjk_glyphs
 from lawclf.keywords import (
+    generic_words,
+    in_jieba_dictionary,
     keyword_bias_table,
     keyword_lean,
     lean_words,
@@ -24,6 +26,7 @@ from lawclf.keywords import (
     rank_auc,
     render_wordcloud,
     segment,
+    segmentation_artefacts,
 )
 
 DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
@@ -76,6 +79,27 @@ def test_segment_keeps_content_and_one_character_words_and_drops_grammar():
 def test_segment_is_deterministic():
     text = "公司拖欠工资三个月了，可以去劳动仲裁吗"
     assert segment(text) == segment(text)
+
+
+def test_generic_words_are_dropped_by_default_and_kept_on_request():
+    generic = generic_words()
+    assert {"说", "好", "做", "到", "去"} <= generic
+    assert not {"借钱", "咨询", "怎么办", "请问", "律师", "起诉", "欠款", "还钱", "问题", "钱"} & generic
+    text = "我去找他，他说钱到现在还没还，该怎么办"
+    assert not generic & set(segment(text))
+    kept = segment(text, load_stopwords(drop_generic_words=False))
+    assert {"去", "说"} <= set(kept) and "怎么办" in kept
+
+
+def test_segmentation_artefacts_are_words_jieba_assembled():
+    texts = ["我想咨询下该怎么办", "我想咨询下该找谁"]
+    docs = [segment(t) for t in texts]
+    words = [w for d in docs for w in d]
+    found = {a["word"]: a for a in segmentation_artefacts(words, texts, docs)}
+    assert all(not in_jieba_dictionary(w) for w in found) and in_jieba_dictionary("咨询")
+    assert "咨询" not in found and "怎么办" not in found  # dictionary words are not artefacts
+    if "下该" in words:  # what jieba's HMM makes of 咨询下该怎么办 (version-dependent)
+        assert found["下该"]["texts"] == 2 and "下该" in found["下该"]["example"]
 
 
 def test_custom_stopwords_are_applied():
