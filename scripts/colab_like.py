@@ -49,7 +49,8 @@ import sys
 import time
 from pathlib import Path
 
-import tomllib
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from colab_versions import lower_bounds  # noqa: E402  (the bounds the lowest pass pins; one definition)
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ("00_collect_data", "01_data_prep", "02_keyword_wordcloud", "03_train", "04_evaluate",
@@ -137,20 +138,6 @@ def torch_rejects(pins: list[str]) -> list[str]:
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, **kw)
-
-
-def lower_bounds() -> list[str]:
-    """``name==X`` for every ``name>=X`` the project declares (core and the data/train/serve/collect extras)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    reqs = list(project["dependencies"])
-    for extra in ("data", "train", "serve", "collect"):
-        reqs += project["optional-dependencies"][extra]
-    pins = {}
-    for req in reqs:
-        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([\w.]+)(,<[\w.]+)?", req.strip())  # >=X or >=X,<Y
-        if m:
-            pins[m.group(1).lower()] = m.group(3)
-    return [f"{name}=={version}" for name, version in sorted(pins.items())]
 
 
 def snapshot(remote: Path) -> str:

@@ -31,6 +31,8 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)==([^\s;+]+)(\+\S+)?\s*$")
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_28_x86_64", "manylinux_2_34_x86_64", "linux_x86_64")
 #: Packages Colab ships that this project's install cells may never replace (they are the runtime).
 KEEP = ("torch",)
+#: Lower bounds with no wheel at all, for any Python (pure-Python source releases): not wheel-checked.
+SDIST_ONLY = {"jieba": "pure Python, published as a source archive only (Colab ships it)"}
 
 
 def _read(source: Path, name: str) -> tuple[str, str, str]:
@@ -209,6 +211,42 @@ def check(path: Path = CONSTRAINTS) -> int:
     return 1 if failed else 0
 
 
+def lower_bounds() -> list[str]:
+    """``name==X`` for every ``name>=X`` the project declares (core and the data/train/serve/collect extras):
+    what the lowest pass of the Colab-like job pins."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    reqs = list(project["dependencies"])
+    for extra in ("data", "train", "serve", "collect"):
+        reqs += project["optional-dependencies"][extra]
+    found = {}
+    for req in reqs:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([\w.]+)(,<[\w.]+)?", req.strip())  # >=X or >=X,<Y
+        if m:
+            found[m.group(1).lower()] = m.group(3)
+    return [f"{name}=={version}" for name, version in sorted(found.items())]
+
+
+def check_lower_bounds(python: str) -> int:
+    """Every declared lower bound has a wheel for Colab's Python (one ``--no-deps`` dry run); 1 if not.
+    A bound without one could never be what a Colab user gets, so the lowest pass would prove nothing."""
+    wanted = [pin for pin in lower_bounds() if pin.split("==")[0] not in SDIST_ONLY]
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
+                               "--ignore-installed", "--only-binary=:all:", "--python-version", python,
+                               "--implementation", "cp", *[x for p in PLATFORMS for x in ("--platform", p)],
+                               "--target", str(Path(tmp) / "t"), *wanted], capture_output=True, text=True)
+    if done.returncode:
+        err = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
+        print(f"FAILED: a declared lower bound has no wheel for Python {python}: {err[-1] if err else done.returncode}"
+              " (raise it in pyproject.toml to the first release with one)")
+        return 1
+    print(f"ok: all {len(wanted)} lower bounds have wheels for Python {python} "
+          f"({', '.join(f'{n}: {why}' for n, why in SDIST_ONLY.items())})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -222,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out.relative_to(ROOT)}: {len(found)} packages, Python {py}, "
               + ", ".join(f"{n} {found[n]}" for n in ("torch", "transformers", "numpy", "protobuf") if n in found))
         return 0
-    return check()
+    return max(check(), check_lower_bounds(read_constraints()[1]))
 
 
 if __name__ == "__main__":

@@ -83,4 +83,23 @@ def test_the_lowest_pass_pins_every_declared_lower_bound_even_with_an_upper_one(
     colab_like = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(colab_like)
     pins = colab_like.lower_bounds()
-    assert "onnx==1.16" in pins and "numpy==1.24" in pins  # onnx is declared >=1.16,<1.23
+    assert "onnx==1.18" in pins and "numpy==2.1" in pins  # onnx is declared >=1.18,<1.23
+
+
+def test_lower_bounds_are_wheel_checked_for_colabs_python(cv, monkeypatch, capsys):
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        missing = "numpy==2.1" in cmd and "3.14" in cmd  # as if numpy 2.1 had no wheel for a newer Python
+        return cv.subprocess.CompletedProcess(cmd, 1 if missing else 0, "",
+                                              "ERROR: No matching distribution found for numpy==2.1" if missing else "")
+
+    monkeypatch.setattr(cv.subprocess, "run", fake_run)
+    assert cv.check_lower_bounds("3.13") == 0
+    cmd = calls[0]
+    assert cmd[cmd.index("--python-version") + 1] == "3.13" and "--only-binary=:all:" in cmd and "--no-deps" in cmd
+    assert set(cv.lower_bounds()) - set(cmd) == {"jieba==0.42"}  # sdist-only, said why
+    assert "ok: all" in capsys.readouterr().out
+    assert cv.check_lower_bounds("3.14") == 1
+    assert "no wheel for Python 3.14: ERROR: No matching distribution found for numpy==2.1" in capsys.readouterr().out
