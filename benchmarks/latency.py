@@ -22,6 +22,7 @@ recipe, taking turns in the same run (goal for the 4-layer student: p50 <= 8 ms 
 >= 2.5x the 12-layer model, >= 60x the original).
 
     nice -n 10 python benchmarks/latency.py                       # both shapes, 2 threads
+    python benchmarks/latency.py --students-only --reps 60        # only the layers table
     python benchmarks/latency.py --shapes tiny --reps 20 --json out.json
 
 The machine is shared: compare only ratios measured in the same run.
@@ -180,11 +181,18 @@ class Engines:
         self.conns[name].send((texts, calls))
         return self.conns[name].recv()
 
-    def interleaved(self, texts: list[str], reps: dict[str, int], warmup: int, chunk: int = 5) -> dict[str, list[float]]:
-        """Milliseconds per call; the engines take turns, ``chunk`` calls at a time.
+    def interleaved(self, texts: list[str], reps: dict[str, int], warmup: int, chunk: int = 5,
+                    turn_warmup: dict[str, int] | None = None) -> dict[str, list[float]]:
+        """Milliseconds per call; the engines take turns, ``chunk`` timed calls at a time.
 
         On a shared machine the load changes from minute to minute; taking turns gives every
         engine the same conditions, so the ratios stay meaningful even when absolute times drift.
+        Each turn first makes ``turn_warmup`` untimed calls: after another engine's turn the caches
+        hold that engine's weights, and a small graph's first calls run up to 3x slower (measured:
+        a 4-layer int8 graph, 4.9 ms alone, 9.6 ms p50 when taking turns of 5 with the 12-layer one,
+        its first ~7 calls slow). A server runs one model, warm; the turn warm-up measures that.
+        ``turn_warmup`` maps an engine to its count (none for the slow 512-token recipe: its one call
+        is long enough to warm its own caches).
         """
         for name in reps:
             self.call(name, texts, warmup)
@@ -193,6 +201,8 @@ class Engines:
             for name in reps:
                 left = reps[name] - len(out[name])
                 if left > 0:
+                    if (turn_warmup or {}).get(name):
+                        self.call(name, texts, (turn_warmup or {})[name])
                     out[name] += self.call(name, texts, min(chunk, left))
         return out
 
@@ -208,7 +218,7 @@ def bench_shape(shape: str, args: argparse.Namespace) -> dict:
         reps = {e: (args.original_reps if e == "original" else args.reps) for e in ENGINES + (BARE,)}
         latency: dict[str, dict[int, dict[str, float]]] = {e: {} for e in ENGINES + (BARE,)}
         for seq in args.seq_lens:
-            ms = engines.interleaved([text_of_tokens(seq)], reps, args.warmup)
+            ms = engines.interleaved([text_of_tokens(seq)], reps, args.warmup, turn_warmup=turn_warmup(reps, args))
             for e in ENGINES + (BARE,):
                 latency[e][seq] = {"p50": percentile(ms[e], 50), "p95": percentile(ms[e], 95)}
             print(f"[{shape}] seq {seq}: " + ", ".join(f"{e} {latency[e][seq]['p50']:.1f} ms"
@@ -226,6 +236,11 @@ def bench_shape(shape: str, args: argparse.Namespace) -> dict:
     return {"latency_ms": latency, "throughput_per_s": throughput}
 
 
+def turn_warmup(engines, args: argparse.Namespace) -> dict[str, int]:
+    """``--turn-warmup`` untimed calls per turn for every engine but the 512-token original recipe."""
+    return {name: args.turn_warmup for name in engines if name != "original"}
+
+
 def bench_students(layers: list[int], args: argparse.Namespace) -> dict:
     """The int8 graph of bert-base's shape with 12 layers and with each student's ``layers`` (what ``lawclf
     distill`` serves), plus the original recipe (12 layers, fp32, padded to 512), taking turns in one run."""
@@ -238,7 +253,7 @@ def bench_students(layers: list[int], args: argparse.Namespace) -> dict:
         reps = {k: (args.original_reps if k == "original" else args.reps) for k in workers}
         latency: dict[str, dict[int, dict[str, float]]] = {k: {} for k in workers}
         for seq in args.seq_lens:
-            ms = engines.interleaved([text_of_tokens(seq)], reps, args.warmup)
+            ms = engines.interleaved([text_of_tokens(seq)], reps, args.warmup, turn_warmup=turn_warmup(reps, args))
             for k in workers:
                 latency[k][seq] = {"p50": percentile(ms[k], 50), "p95": percentile(ms[k], 95)}
             print(f"[students] seq {seq}: " + ", ".join(f"{k} {latency[k][seq]['p50']:.1f} ms" for k in workers),
@@ -322,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=40, help="timed calls per engine and length")
     parser.add_argument("--original-reps", type=int, default=8, help="timed calls of the slow 512-token recipe")
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--turn-warmup", type=int, default=8,
+                        help="untimed calls at the start of each engine's turn (warm caches, as a server's are)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--throughput-seq", type=int, default=64)
     parser.add_argument("--throughput-reps", type=int, default=3)
@@ -333,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="layer counts of bert-base-shaped students timed beside the 12-layer int8 model "
                              "(with bert-base in --shapes; empty = none)")
     parser.add_argument("--students-of", default="bert-base", help="the shape whose students are timed (tiny: a smoke test)")
+    parser.add_argument("--students-only", action="store_true",
+                        help="time only the students table (12-layer int8, original recipe, students), not the engines")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.clock == "cpu" and args.threads != 1:
@@ -342,9 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{cpu_header()}, {args.threads} thread(s), {args.clock} clock"
     results = {"date": started, "machine": machine, "args": {k: v for k, v in vars(args).items()}, "shapes": {}}
     load_before = os.getloadavg()[0]
-    for shape in args.shapes.split(","):
+    for shape in ([] if args.students_only else args.shapes.split(",")):
         results["shapes"][shape] = bench_shape(shape.strip(), args)
-    if args.students_of in results["shapes"] and args.students:
+    if args.students and (args.students_only or args.students_of in results["shapes"]):
         results["students"] = bench_students(args.students, args)
     # other processes on the machine inflate absolute times; say how busy it was
     results["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
