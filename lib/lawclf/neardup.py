@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -90,10 +90,11 @@ def near_duplicate_pairs(texts: Sequence[str], overlap: float = 0.8, *,
     if not 0 < overlap <= 1:
         raise ValueError(f"overlap must be in (0, 1], got {overlap}")
     shingles = [trigrams(t) for t in texts]
+    candidates: Iterable[tuple[int, int]]
     if len(shingles) <= exact_up_to:
         candidates = ((a, b) for a in range(len(shingles)) for b in range(a + 1, len(shingles)))
     else:
-        candidates = iter(sorted(_candidate_pairs(_signatures(shingles))))
+        candidates = sorted(_candidate_pairs(_signatures(shingles)))
     found = []
     for a, b in candidates:
         score = jaccard(shingles[a], shingles[b])
