@@ -29,13 +29,13 @@ $(VENV)/.installed: pyproject.toml scripts/install-system-deps.sh
 	touch $@
 
 run: setup
-	HF_HUB_OFFLINE=1 $(PY) -m lawclf.nbrun --run-dir $(RUN_DIR) --params $(PARAMS)
+	HF_HUB_OFFLINE=1 $(PY) -m lawclf_dev.nbrun --run-dir $(RUN_DIR) --params $(PARAMS)
 
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check lib tests benchmarks scripts
+	$(VENV)/bin/ruff check lib dev tests benchmarks scripts
 	$(VENV)/bin/mypy
 
 # Each notebook in its own fresh Colab-like runtime, at Colab's recorded versions (constraints/colab-gpu.txt)

@@ -44,7 +44,7 @@ MAX_LEN = 512
 
 def model_dir(shape: str, work_dir: Path = DEFAULT_WORK_DIR) -> Path:
     """A save_pretrained folder with random weights of ``shape`` (built once, then reused)."""
-    from lawclf.export import save_random_model
+    from lawclf_dev.bench import save_random_model
 
     spec, vocab = shape_spec(shape)
     path = RunPaths(work_dir / shape).model

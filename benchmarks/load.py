@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_header, exported_model, text_of_tokens  # noqa: E402
-from lawclf.testing.server import BackgroundServer, load_test  # noqa: E402
+from lawclf_dev.server import BackgroundServer, load_test  # noqa: E402
 
 GOAL = {"concurrency": 16, "throughput_rps": 45.0, "p95_ms": 400.0}
 MODES = {"micro-batching": "true", "one call per request": "false"}

@@ -29,10 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import combined_model, cpu_header  # noqa: E402
 from lawclf.collect import store as collect_store  # noqa: E402
-from lawclf.config import SAMPLE_DATA_DIR, ScreenConfig  # noqa: E402
+from lawclf.config import ScreenConfig  # noqa: E402
 from lawclf.predict import Predictor  # noqa: E402
+from lawclf.sample import sample_data_dir  # noqa: E402
 from lawclf.screen import job  # noqa: E402
-from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts  # noqa: E402
+from lawclf_dev.fake_v2ex import FakeV2EX, topics_from_texts  # noqa: E402
 
 PER_PAGE = 20  # what V2EX's node pages hold
 
@@ -40,7 +41,7 @@ PER_PAGE = 20  # what V2EX's node pages hold
 def sample_texts() -> list[str]:
     texts = []
     for name in ("legal.jsonl", "nonlegal.jsonl"):
-        with open(SAMPLE_DATA_DIR / name, encoding="utf-8") as fh:
+        with open(sample_data_dir() / name, encoding="utf-8") as fh:
             texts += [json.loads(line)["text"] for line in fh if line.strip()]
     return texts
 

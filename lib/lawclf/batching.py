@@ -7,7 +7,6 @@ spends little compute on ``[PAD]`` (:func:`padding_stats` measures how little).
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
@@ -57,28 +56,6 @@ def padding_stats(lengths: Sequence[int], batch_size: int, max_len: int, seed: i
     for stats in out.values():
         stats["padding_fraction"] = 1.0 - real / stats["positions"]
         stats["relative_cost"] = stats["positions"] / fixed
-    return out
-
-
-def plot_token_lengths(lengths: Sequence[int], max_len: int, out: Path) -> Path:
-    """Histogram of token lengths with the MAX_LEN line."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from lawclf.fonts import chinese_labels
-
-    zh = chinese_labels()
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.hist(lengths, bins=50, color="#4C72B0")
-    ax.axvline(max_len, color="red", linestyle="--", label=f"MAX_LEN = {max_len}")
-    ax.set_xlabel("每条文本的 token 数（含 [CLS] 和 [SEP]）" if zh else "tokens per text (with [CLS] and [SEP])")
-    ax.set_ylabel("条数" if zh else "texts"), ax.legend()
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 
@@ -199,5 +176,5 @@ def make_train_loader(rows: Sequence[dict], tokenizer, cfg: TrainConfig, max_len
 
 
 
-__all__ = ["choose_max_len", "length_report", "padding_stats", "plot_token_lengths", "EpochBatchSampler",
+__all__ = ["choose_max_len", "length_report", "padding_stats", "EpochBatchSampler",
     "LengthGroupedBatchSampler", "make_collator", "make_train_loader"]

@@ -14,6 +14,9 @@ One run writes everything under one folder (:class:`RunPaths`)::
         model/        save_pretrained directory + lawclf_meta.json  (03)
         checkpoints/  periodic training state for resume            (03)
         onnx/         model.onnx, model.int8.onnx, tokenizer, meta  (05)
+
+Longer than the ~400 lines other modules keep to, on purpose: configuration lives in one place, so
+every stage's dataclass, its ranges and environment names, and the one resolver all sit in this file.
 """
 
 from __future__ import annotations
@@ -38,10 +41,6 @@ from lawclf.meta import LABELS, MODEL_META_FILE, read_meta_dict, update_meta
 from lawclf.recipes import RECIPE_NAMES
 from lawclf.truncation import TRUNCATIONS
 
-#: Repository root when running from a checkout (lib/lawclf/config.py -> repo).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-#: The embedded default data set, written by ``python -m lawclf.sample``.
-SAMPLE_DATA_DIR = REPO_ROOT / "data" / "sample"
 DEFAULT_RUN_DIR = "runs/sample"
 
 #: Label ids are fixed project-wide (lawclf.meta): 0 = not a legal question, 1 = legal consultation.
@@ -681,7 +680,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
     if "config" not in {a.dest for a in parser._actions}:
         parser.add_argument("--config", dest="config", default=None, metavar="FILE.yaml",
                             help="parameters as in a notebook's parameters cell (NAME: value, the file "
-                                 "`python -m lawclf.nbrun --params` reads); flags given here win")
+                                 "`python -m lawclf_dev.nbrun --params` reads); flags given here win")
     docs = field_docs(cls)
     for f in dataclasses.fields(cls):
         tp = _field_type(cls, f)
@@ -823,7 +822,7 @@ def write_model_meta(model_dir: str | os.PathLike[str], **updates: Any) -> dict[
 
 
 __all__ = [
-    "REPO_ROOT", "SAMPLE_DATA_DIR", "DEFAULT_RUN_DIR", "LABELS", "LABEL_NAMES_ZH", "MODEL_META_FILE",
+    "DEFAULT_RUN_DIR", "LABELS", "LABEL_NAMES_ZH", "MODEL_META_FILE",
     "RunPaths", "DataConfig", "KeywordConfig", "TrainConfig", "DistillConfig", "EvalConfig", "ExportConfig", "ServeConfig",
     "CollectConfig",
     "ConfigError", "RECIPES", "THRESHOLD_STRATEGIES", "COMBINE_METHODS", "ALL_CONFIGS", "field_docs", "load_params_file",

@@ -6,13 +6,16 @@ Input, either
     agree with the file), or
   * one labelled file: JSONL, or CSV with a header row (label values 0/1, legal/non_legal,
     法律/非法律).
-No path at all = the embedded sample (``data/sample``).
+No path at all = the embedded sample (``data/sample``; :func:`lawclf.sample.sample_data_dir`).
 
 Output (``<run_dir>/splits/``): ``train/validation/test.jsonl`` with rows
 ``{"id", "text", "label", "source"}`` (label 0 = non-legal, 1 = legal consultation),
 ``summary.json``, ``rejected.jsonl`` (bad lines, lenient mode), ``dropped.jsonl`` (length
 filter, duplicates), ``conflicts.jsonl`` (texts seen under both labels) and two plots.
 Every later stage reads the splits through :func:`load_split`.
+
+Longer than ~400 lines on purpose: one stage, from a raw line to a split row, in the order a row
+travels (read and validate, normalise, de-duplicate, hold out, group, split, write), one function a step.
 """
 
 from __future__ import annotations
@@ -31,9 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from lawclf.config import (
-    LABEL_NAMES_ZH,
     LABELS,
-    SAMPLE_DATA_DIR,
     DataConfig,
     RunPaths,
     add_config_args,
@@ -42,6 +43,8 @@ from lawclf.config import (
 )
 from lawclf.metrics import source_group
 from lawclf.neardup import near_duplicate_groups, near_duplicate_pairs
+from lawclf.plots import plot_summary
+from lawclf.sample import misfiled, sample_data_dir
 from lawclf.text import dedup_key, normalise_text
 
 SPLITS = ("train", "validation", "test")
@@ -123,7 +126,7 @@ def resolve_inputs(cfg: DataConfig) -> list[InputFile]:
             raise DataError("the two-file layout needs both legal_path and nonlegal_path")
         legal, nonlegal = Path(cfg.legal_path), Path(cfg.nonlegal_path)
         return [InputFile(_existing(legal), "jsonl", 1), InputFile(_existing(nonlegal), "jsonl", 0)] + extra
-    return _pair(Path(cfg.data_dir) if cfg.data_dir else SAMPLE_DATA_DIR) + extra
+    return _pair(Path(cfg.data_dir) if cfg.data_dir else sample_data_dir()) + extra
 
 
 def _pair(folder: Path) -> list[InputFile]:
@@ -388,54 +391,6 @@ def per_source_counts(loaded: Counter[str], kept: Counter[str], top: int = MAX_S
     return out
 
 
-def plot_summary(splits: dict[str, list[Record]], out_dir: Path) -> dict[str, str]:
-    """Class balance per split and text-length histogram per class, as PNGs. Returns their paths."""
-    # No matplotlib.use(): figures are only saved and closed, which works on any backend,
-    # and switching backends would break inline plots in the notebook that called us.
-    import matplotlib.pyplot as plt
-
-    try:  # Chinese labels need a CJK font; fall back to English rather than draw empty boxes
-        from lawclf.fonts import setup_matplotlib
-        setup_matplotlib()
-        names, t = LABEL_NAMES_ZH, {"balance": "各划分的类别数量", "count": "条数", "length": "文本长度分布（字符）",
-                                    "chars": "字符数"}
-    except Exception:  # noqa: BLE001 - FontNotFoundError or no fonts module: English is fine
-        names, t = LABELS, {"balance": "Class balance per split", "count": "rows",
-                            "length": "Text length per class (characters)", "chars": "characters"}
-
-    def finish(fig, ax, name: str, title: str) -> str:
-        ax.set_ylabel(t["count"])
-        ax.set_title(title)
-        ax.legend()
-        fig.tight_layout()
-        path = str(out_dir / f"{name}.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
-
-    paths = {}
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.38
-    for label in (0, 1):
-        counts = [sum(r.label == label for r in splits[s]) for s in SPLITS]
-        xs = [i + (label - 0.5) * width for i in range(len(SPLITS))]
-        bars = ax.bar(xs, counts, width, label=names[label])
-        ax.bar_label(bars, fontsize=8)
-    ax.set_xticks(range(len(SPLITS)), SPLITS)
-    ax.margins(y=0.12)  # room for the count labels above the bars
-    paths["class_balance"] = finish(fig, ax, "class_balance", t["balance"])
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    all_rows = [r for s in SPLITS for r in splits[s]]
-    top = max((len(r.text) for r in all_rows), default=1)
-    bins = range(0, top + 10, max(1, top // 40))
-    for label in (0, 1):
-        ax.hist([len(r.text) for r in all_rows if r.label == label], bins=bins, alpha=0.6, label=names[label])
-    ax.set_xlabel(t["chars"])
-    paths["length_distribution"] = finish(fig, ax, "length_distribution", t["length"])
-    return paths
-
-
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     with path.open("w", encoding="utf-8", newline="\n") as fh:
         for row in rows:
@@ -555,6 +510,16 @@ def load_summary(run_dir: str | os.PathLike[str]) -> dict:
     return json.loads((RunPaths(run_dir).splits / "summary.json").read_text(encoding="utf-8"))
 
 
+def known_misfiled(run_dir: str | os.PathLike[str]) -> dict[str, int]:
+    """``{dedup key: true label}`` of the sample's misfiled rows (:func:`lawclf.sample.misfiled`) when
+    ``run_dir`` was prepared from the embedded sample with its default seed, else ``{}`` (for your own
+    data nobody knows the answer in advance)."""
+    cfg = load_summary(run_dir).get("config", {})
+    if any(cfg.get(k) for k in ("data_dir", "legal_path", "nonlegal_path", "labelled_path")):
+        return {}
+    return {dedup_key(m["text"]): m["true_label"] for m in misfiled()}
+
+
 def split_near_duplicates(run_dir: str | os.PathLike[str], overlap: float = 0.8,
                           examples: int = 5) -> dict[str, Any]:
     """Pairs of texts in two different splits whose trigram overlap is ``>= overlap``, per pair of
@@ -603,5 +568,5 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 __all__ = ["SPLITS", "DataError", "Record", "InputFile", "normalise_text", "dedup_key", "parse_label",
            "resolve_inputs", "read_file", "clean", "cap_per_class", "stratified_split", "row_id", "length_stats",
-           "per_source_counts", "plot_summary", "read_jsonl", "prepare", "load_split", "load_summary", "split_overlap",
-           "split_near_duplicates", "cli"]
+           "per_source_counts", "read_jsonl", "prepare", "load_split", "load_summary", "split_overlap",
+           "split_near_duplicates", "known_misfiled", "cli"]

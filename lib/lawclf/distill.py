@@ -18,6 +18,9 @@ quality (DistilBERT, TinyBERT). Here:
   threshold strategy and combination rule, and ends in a served ``onnx/`` folder;
 * validation F1 picks the best epoch (early stopping), as in training. A student run is short and
   is not resumed after a kill: it starts again.
+
+A little over ~400 lines: one stage (build the student, the teacher's logits, the loop, evaluate and
+export), one function a step.
 """
 
 from __future__ import annotations
@@ -369,7 +372,8 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     }
     if accelerator.is_main_process:
         from lawclf.ngram import NGRAM_FILE
-        from lawclf.train import plot_history, write_history
+        from lawclf.plots import plot_history
+        from lawclf.train import write_history
 
         ngram = RunPaths(cfg.run_dir).model / NGRAM_FILE
         if ngram.exists():  # the teacher's n-gram part is the student's: it never depended on the layers

@@ -19,14 +19,11 @@ import argparse
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from lawclf.config import (
-    LABEL_NAMES_ZH,
-    LABELS,
     EvalConfig,
     RunPaths,
     add_config_args,
@@ -46,6 +43,13 @@ from lawclf.metrics import (
     worst_source_fpr,
 )
 from lawclf.ngram import choose_combination, combine_scores
+from lawclf.plots import (
+    chinese_labels_or_english,
+    plot_confusion,
+    plot_pr_curve,
+    plot_reliability,
+    plot_score_hist,
+)
 from lawclf.probes import load_probes, probe_report
 from lawclf.text import normalise_text
 from lawclf.truncation import LEGACY_TRUNCATION
@@ -71,90 +75,6 @@ def worst_errors(rows: Sequence[Mapping], scores: ArrayLike, threshold: float, n
 
     return {"false_positives": table(sorted(fp, key=lambda i: -s[i])),
             "false_negatives": table(sorted(fn, key=lambda i: s[i]))}
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _setup_fonts() -> bool:
-    """Chinese labels when a CJK font exists (lawclf.fonts), else English. Returns True for Chinese."""
-    from lawclf.fonts import chinese_labels
-
-    return chinese_labels()
-
-
-def plot_confusion(m: Mapping[str, Any], out: Path, chinese: bool) -> Path:
-    import matplotlib.pyplot as plt
-
-    names = list(LABEL_NAMES_ZH) if chinese else list(LABELS)
-    cm = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.imshow(cm, cmap="Blues")
-    for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black", fontsize=13)
-    ax.set_xticks([0, 1], names), ax.set_yticks([0, 1], names)
-    ax.set_xlabel("预测" if chinese else "predicted"), ax.set_ylabel("真实" if chinese else "true")
-    ax.set_title(f"阈值 {m['threshold']:.3f}" if chinese else f"threshold {m['threshold']:.3f}")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def plot_pr_curve(labels, scores, threshold: float, out: Path, chinese: bool) -> Path:
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
-    p, r, _ = precision_recall_curve(labels, scores)
-    m = binary_metrics(labels, scores, threshold)
-    fig, ax = plt.subplots(figsize=(4.8, 4))
-    ax.plot(r, p, label=f"PR-AUC {average_precision_score(labels, scores):.3f}")
-    ax.scatter([m["recall"]], [m["precision"]], color="red", zorder=3,
-               label=f"阈值 {threshold:.3f}" if chinese else f"threshold {threshold:.3f}")
-    ax.set_xlabel("召回率 recall" if chinese else "recall"), ax.set_ylabel("精确率 precision" if chinese else "precision")
-    ax.set_xlim(0, 1.02), ax.set_ylim(0, 1.02), ax.grid(alpha=0.3), ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def plot_reliability(cal: Mapping[str, Any], out: Path, chinese: bool) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="完美校准" if chinese else "perfect")
-    xs = [b["mean_score"] for b in cal["bins"]]
-    ys = [b["fraction_legal"] for b in cal["bins"]]
-    ax.plot(xs, ys, "o-", label=f"模型（ECE {cal['ece']:.3f}）" if chinese else f"model (ECE {cal['ece']:.3f})")
-    for b in cal["bins"]:
-        ax.annotate(str(b["n"]), (b["mean_score"], b["fraction_legal"]), fontsize=7, xytext=(3, -9),
-                    textcoords="offset points")
-    ax.set_xlabel("预测的 P(法律)" if chinese else "predicted P(legal)")
-    ax.set_ylabel("实际法律占比" if chinese else "observed fraction legal")
-    ax.set_xlim(0, 1), ax.set_ylim(0, 1.02), ax.grid(alpha=0.3), ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def plot_score_hist(labels, scores, threshold: float, out: Path, chinese: bool) -> Path:
-    import matplotlib.pyplot as plt
-
-    y, s = np.asarray(labels), np.asarray(scores)
-    names = LABEL_NAMES_ZH if chinese else LABELS
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    bins = np.linspace(0, 1, 26).tolist()
-    for cls in (0, 1):
-        ax.hist(s[y == cls], bins=bins, alpha=0.6, label=names[cls])
-    ax.axvline(threshold, color="red", linestyle="--", label=f"阈值 {threshold:.3f}" if chinese else f"threshold {threshold:.3f}")
-    ax.set_xlabel("P(法律)" if chinese else "P(legal)"), ax.set_ylabel("条数" if chinese else "count")
-    ax.set_yscale("log"), ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
 
 
 # --------------------------------------------------------------------------- the stage
@@ -240,7 +160,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                           "per_source": per_source_metrics(test_rows, t, thr)}
 
     paths.reports.mkdir(parents=True, exist_ok=True)
-    chinese = _setup_fonts()
+    chinese = chinese_labels_or_english()
     plots = {
         "confusion_matrix": plot_confusion(test, paths.reports / "confusion_matrix.png", chinese),
         "pr_curve": plot_pr_curve(test_y, test_s, threshold, paths.reports / "pr_curve.png", chinese),

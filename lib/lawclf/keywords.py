@@ -13,6 +13,9 @@ What a reader gets from one call to :func:`analyse`, under ``RunPaths(run_dir).k
 
 Statistics come from the train split only; the test split is used to show that the
 keyword table alone already predicts labels — and where it misleads.
+
+A little over ~400 lines: one stage (segmentation, word lists, log-odds, the word clouds), one
+function a step; its figures other than the clouds are in :mod:`lawclf.plots`.
 """
 
 from __future__ import annotations
@@ -31,14 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Union
 
 from lawclf.config import (
-    LABEL_NAMES_ZH,
     LABELS,
     KeywordConfig,
     RunPaths,
     add_config_args,
     config_from_args,
 )
-from lawclf.fonts import FontNotFoundError, find_cjk_font, setup_matplotlib
+from lawclf.fonts import FontNotFoundError, find_cjk_font
+from lawclf.plots import plot_bias_bars
 
 if TYPE_CHECKING:  # pandas is imported lazily: `lawclf --help` should stay fast
     import pandas as pd
@@ -300,36 +303,6 @@ def render_wordcloud(frequencies: Mapping[str, float], font_path: str | os.PathL
     return out
 
 
-def plot_bias_bars(table: "pd.DataFrame", out_path: str | os.PathLike[str], *, top_k: int = 20,
-                   font_path: str = "") -> Path:
-    """Two bar charts side by side: the ``top_k`` most legal-leaning and most non-legal-leaning words (z)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    with matplotlib.rc_context():
-        setup_matplotlib(font_path)
-        legal = table[table["z"] > 0].nlargest(top_k, "z")
-        non_legal = table[table["z"] < 0].nsmallest(top_k, "z")
-        height = max(3.0, 0.3 * max(len(legal), len(non_legal), 1) + 1.2)
-        fig, axes = plt.subplots(1, 2, figsize=(11, height))
-        for ax, part, colour, title in (
-                (axes[0], legal, "#c0392b", f"偏向「{LABEL_NAMES_ZH[1]}」的词"),
-                (axes[1], non_legal, "#2471a3", f"偏向「{LABEL_NAMES_ZH[0]}」的词")):
-            part = part.iloc[::-1]  # largest bar on top
-            ax.barh(part["word"], part["z"].abs(), color=colour)
-            ax.set_title(title)
-            ax.set_xlabel("|z|（对数几率比的 z 分数，越大越偏向该类）")
-            ax.tick_params(axis="y", labelsize=10)
-        fig.tight_layout()
-        out = Path(out_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-    return out
-
-
 # --------------------------------------------------------------------------- the stage
 
 def _word_rows(table: "pd.DataFrame", words: Iterable[str]) -> dict[str, Optional[dict]]:
@@ -495,5 +468,5 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 
 __all__ = ["load_stopwords", "generic_words", "in_jieba_dictionary", "segmentation_artefacts", "segment",
            "count_words", "top_words", "log_odds_dirichlet", "keyword_bias_table",
-           "keyword_lean", "lean_words", "rank_auc", "render_wordcloud", "plot_bias_bars", "analyse",
+           "keyword_lean", "lean_words", "rank_auc", "render_wordcloud", "analyse",
            "load_bias_table", "cli", "FILES"]

@@ -15,6 +15,8 @@ Batch screening of a JSONL file (bounded memory, every input field kept) is
 :func:`predict_file`; the ``lawclf predict`` command is :mod:`lawclf.predict_cli`.
 
 This module must never import torch or transformers: the server image has neither.
+
+A little over ~400 lines: the one predictor and batch scoring over it; the CLI is :mod:`lawclf.predict_cli`.
 """
 
 from __future__ import annotations

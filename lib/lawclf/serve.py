@@ -15,9 +15,12 @@ Each request writes one JSON log line (request id, method, path, status, latency
 lengths; the text itself only with ``log_text``). Concurrent requests are grouped into
 one predictor call by :class:`lawclf.microbatch.MicroBatcher`; request bodies are checked by
 :mod:`lawclf.validation`. (Starting the server in the background for tests and notebooks:
-:mod:`lawclf.testing.server`.)
+:mod:`lawclf_dev.server`.)
 
 Nothing here imports torch: the server installs with ONNX Runtime alone.
+
+A little over ~400 lines: the model holder, the JSON logging and the routes of one app; the error
+envelope and common handlers are in :mod:`lawclf.http`.
 """
 
 from __future__ import annotations

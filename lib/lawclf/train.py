@@ -23,6 +23,10 @@ The pieces live beside this loop: :mod:`lawclf.losses`, :mod:`lawclf.batching`,
 
 Hooks for experiments that change *what* is trained on without editing the loop:
 ``train(cfg, train_rows=..., sample_weights=..., batch_sampler_factory=..., callbacks=...)``.
+
+Longer than ~400 lines on purpose: the loop's named steps (:func:`set_up`, :func:`run_epoch`,
+:func:`end_epoch`, :func:`finish`) and the resumable state they share (:class:`TrainingRun`) are kept
+together, so what a resume restores is next to what each step writes.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ from lawclf.inference import make_eval_loader, token_lengths
 from lawclf.losses import make_loss
 from lawclf.metrics import binary_metrics
 from lawclf.modeling import TINY, TinySpec, build_or_load, model_kind
+from lawclf.plots import plot_history
 from lawclf.robustness import RECIPES, SUSPECTED_NOISE_FILE, TrainingSet, apply_recipe, short_forms
 
 logger = logging.getLogger(__name__)
@@ -614,38 +619,6 @@ def read_history(run_dir: str | os.PathLike[str]) -> list[dict]:
     return json.loads((RunPaths(run_dir).model / HISTORY_FILE).read_text(encoding="utf-8"))
 
 
-def plot_history(history: list[dict], out: Path) -> Path:
-    """Loss curves (train vs validation) and validation F1 / PR-AUC per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from lawclf.fonts import chinese_labels
-
-    zh = chinese_labels()
-    t = ({"train": "训练集损失", "val": "验证集损失", "epoch": "第几轮", "loss": "损失",
-          "val_f1": "验证集 F1", "val_pr_auc": "验证集 PR-AUC", "val_accuracy": "验证集准确率"} if zh else
-         {"train": "train loss", "val": "validation loss", "epoch": "epoch", "loss": "loss",
-          "val_f1": "validation f1", "val_pr_auc": "validation pr_auc", "val_accuracy": "validation accuracy"})
-    epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label=t["train"])
-    ax1.plot(epochs, [h["val_loss"] for h in history], "s-", label=t["val"])
-    ax1.set_xlabel(t["epoch"]), ax1.set_ylabel(t["loss"]), ax1.legend(), ax1.grid(alpha=0.3)
-    for key in ("val_f1", "val_pr_auc", "val_accuracy"):
-        if key in history[0]:
-            ax2.plot(epochs, [h[key] for h in history], "o-", label=t[key])
-    ax2.set_xlabel(t["epoch"]), ax2.set_ylim(0, 1.02), ax2.legend(), ax2.grid(alpha=0.3)
-    for ax in (ax1, ax2):
-        ax.set_xticks(epochs)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """``lawclf train``: the same parameters as notebook 03."""
     parser = argparse.ArgumentParser(prog="lawclf train", description="Fine-tune the classifier (notebook 03).")
@@ -664,5 +637,5 @@ def cli(argv: Optional[Sequence[str]] = None) -> int:
 __all__ = [
     "DEFAULT_LR", "param_groups", "resolve_learning_rate", "resolve_mixed_precision", "train", "validate",
     "optimisation_step", "TrainingRun", "set_up", "run_epoch", "end_epoch", "finish",
-    "write_history", "read_history", "plot_history", "cli",
+    "write_history", "read_history", "cli",
 ]

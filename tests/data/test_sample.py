@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from lawclf.config import SAMPLE_DATA_DIR
+from lawclf.sample import CHECKOUT_SAMPLE_DIR as SAMPLE_DATA_DIR
 from lawclf.sample import cli, load_probes, write_sample
 from lawclf.text import dedup_key, normalise_text
 
@@ -68,9 +68,9 @@ def test_misfiled_rows_are_few_known_and_in_the_other_file(sample):
 
 
 def test_hand_written_genres_are_one_of_a_kind(sample):
-    from lawclf.sample import EVERYDAY_LEGAL_WORDS, LEGAL_PLAIN
+    from lawclf.sample import genre as genre_of
 
-    for genre in (LEGAL_PLAIN, EVERYDAY_LEGAL_WORDS):
+    for genre in (genre_of("sample/legal-plain-words"), genre_of("sample/everyday-legal-words")):
         assert "{" not in "".join(genre.templates) and len(set(genre.templates)) == genre.count
         assert genre.source in {r["source"] for rows in sample.values() for r in rows}
 
@@ -143,3 +143,19 @@ def test_sample_cli_writes_both_files(tmp_path, capsys):
     assert (tmp_path / "legal.jsonl").read_bytes() == (SAMPLE_DATA_DIR / "legal.jsonl").read_bytes()
     assert "394 rows (legal)" in capsys.readouterr().out
     assert (tmp_path / "dirty.jsonl").read_bytes() == (SAMPLE_DATA_DIR / "dirty.jsonl").read_bytes()
+
+
+def test_outside_a_checkout_the_sample_is_written_once_into_the_cache(tmp_path, monkeypatch):
+    """An installed wheel has no data/sample: the default data is written from the packaged templates
+    into $LAWCLF_CACHE_DIR, byte for byte the committed files, and reused."""
+    from lawclf import sample
+
+    monkeypatch.setattr(sample, "CHECKOUT_SAMPLE_DIR", tmp_path / "no-checkout" / "data" / "sample")
+    monkeypatch.setenv("LAWCLF_CACHE_DIR", str(tmp_path / "cache"))
+    first = sample.sample_data_dir()
+    assert first.parent == tmp_path / "cache" and first.name.startswith("sample-")
+    for name in ("legal", "nonlegal", "dirty"):
+        assert (first / f"{name}.jsonl").read_bytes() == (SAMPLE_DATA_DIR / f"{name}.jsonl").read_bytes()
+    stamp = (first / "legal.jsonl").stat().st_mtime_ns
+    assert sample.sample_data_dir() == first and (first / "legal.jsonl").stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]  # no scratch folder left

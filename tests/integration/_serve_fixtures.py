@@ -32,7 +32,7 @@ def serve_model_dir(request) -> Path:
 @pytest.fixture(scope="module")
 def gunicorn_server(serve_model_dir, tmp_path_factory):
     """A real Gunicorn (deploy/gunicorn.conf.py) serving the tiny model for one test module."""
-    from lawclf.testing.server import BackgroundServer
+    from lawclf_dev.server import BackgroundServer
 
     log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
     server = BackgroundServer(serve_model_dir, log_path=log_path, env={"LAWCLF_LOG_LEVEL": "INFO"})

@@ -20,7 +20,7 @@ from lawclf.collect import store
 from lawclf.collect.jsonl import export_jsonl
 from lawclf.collect.qa import import_qa
 from lawclf.collect.v2ex import V2EXClient, crawl
-from lawclf.testing.fake_v2ex import FakeClock, FakeV2EX
+from lawclf_dev.fake_v2ex import FakeClock, FakeV2EX
 
 pytestmark = pytest.mark.integration
 

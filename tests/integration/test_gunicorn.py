@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 
-from lawclf.config import REPO_ROOT
+from lawclf_dev import CHECKOUT as REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -136,7 +136,7 @@ def test_dev_server_cli_refuses_a_missing_model(tmp_path):
 
 
 def test_dev_server_serves_too(serve_model_dir, tmp_path):
-    from lawclf.testing.server import BackgroundServer
+    from lawclf_dev.server import BackgroundServer
 
     with BackgroundServer(serve_model_dir, server="dev", log_path=tmp_path / "dev.log") as srv:
         status, _, body = call(srv.url + "/predict", {"text": "请问借钱不还可以起诉吗？"})
@@ -144,7 +144,7 @@ def test_dev_server_serves_too(serve_model_dir, tmp_path):
 
 
 def test_server_stops_cleanly_on_sigterm(serve_model_dir, tmp_path):
-    from lawclf.testing.server import BackgroundServer
+    from lawclf_dev.server import BackgroundServer
 
     srv = BackgroundServer(serve_model_dir, log_path=tmp_path / "g.log").start()
     assert call(srv.url + "/predict", {"content": "测试一下关闭"})[0] == 200

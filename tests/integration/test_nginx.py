@@ -20,7 +20,7 @@ import pytest
 from _procs import need_binary
 from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 
-from lawclf.config import REPO_ROOT
+from lawclf_dev import CHECKOUT as REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

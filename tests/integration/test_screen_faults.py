@@ -25,8 +25,8 @@ from _serve_fixtures import serve_model_dir  # noqa: F401 (pytest fixture)
 from lawclf.config import ScreenConfig
 from lawclf.screen import job
 from lawclf.screen.store import posts, screen_digest, screen_notifications, screen_scores
-from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts
-from lawclf.testing.fake_webhook import FakeWebhook
+from lawclf_dev.fake_v2ex import FakeV2EX, topics_from_texts
+from lawclf_dev.fake_webhook import FakeWebhook
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

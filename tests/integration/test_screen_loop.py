@@ -21,9 +21,9 @@ from _browser import browser  # noqa: F401 (pytest fixture)
 from lawclf.config import RunPaths, ScreenConfig
 from lawclf.screen import job
 from lawclf.screen.store import posts, screen_digest, screen_scores
-from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts
-from lawclf.testing.fake_webhook import FakeWebhook
-from lawclf.testing.server import free_port
+from lawclf_dev.fake_v2ex import FakeV2EX, topics_from_texts
+from lawclf_dev.fake_webhook import FakeWebhook
+from lawclf_dev.server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from lawclf.config import ScreenConfig
 from lawclf.screen import job
 from lawclf.screen.review import create_review_app, export_reviews
 from lawclf.screen.store import screen_scores
-from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts
+from lawclf_dev.fake_v2ex import FakeV2EX, topics_from_texts
 
 pytestmark = pytest.mark.integration
 

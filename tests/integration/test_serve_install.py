@@ -11,14 +11,17 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 from _serve_fixtures import serve_model_dir  # noqa: F401 (pytest fixtures)
 
-from lawclf.config import REPO_ROOT
+from lawclf_dev import CHECKOUT as REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -125,4 +128,55 @@ print(json.dumps({{"status": resp.status_code, "body": resp.get_json(),
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == 200 and 0 <= out["body"]["score"] <= 1
     assert out["heavy"] == []
-    print(f"clean-venv install + prediction in {time.monotonic() - t0:.0f}s")
+
+    # What the image holds of the package: the runtime modules, no harness, no workshop package.
+    site = Path(subprocess.run([py, "-c", "import lawclf, pathlib; print(pathlib.Path(lawclf.__file__).parent)"],
+                               cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip())
+    assert site.parent != REPO_ROOT / "lib", "the venv must import its own installed copy, not the checkout"
+    shipped = sorted(str(f.relative_to(site)) for f in site.rglob("*.py"))
+    assert shipped == runtime_modules(), shipped
+    assert not (site.parent / "lawclf_dev").exists() and not (site / "testing").exists()
+
+    # The installed commands, outside the checkout: `lawclf predict` and `lawclf serve`.
+    lawclf = str(venv / "bin" / "lawclf")
+    proc = subprocess.run([lawclf, "predict", "--model", str(serve_model_dir), "--text", "公司拖欠工资三个月，可以仲裁吗？"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(row["is_legal"], bool) and 0 <= row["score"] <= 1
+    port = _free_port()
+    server = subprocess.Popen([lawclf, "serve", "--model-dir", str(serve_model_dir), "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        health = _wait_for(f"http://127.0.0.1:{port}/healthz", server)
+        assert health["status"] == "ok", health
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err[-3000:]
+    print(f"clean-venv install, prediction, lawclf predict and lawclf serve in {time.monotonic() - t0:.0f}s")
+
+
+def runtime_modules() -> list[str]:
+    """The package's modules in the checkout (``lib/lawclf``): what an install from the build context holds."""
+    root = REPO_ROOT / "lib" / "lawclf"
+    return sorted(str(f.relative_to(root)) for f in root.rglob("*.py") if "__pycache__" not in f.parts)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"lawclf serve exited with {proc.returncode}: {proc.stderr.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f}s")

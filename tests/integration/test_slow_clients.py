@@ -24,7 +24,7 @@ THREADS = 4
 
 @pytest.fixture(scope="module")
 def small_server(serve_model_dir, tmp_path_factory):  # noqa: F811
-    from lawclf.testing.server import BackgroundServer
+    from lawclf_dev.server import BackgroundServer
 
     log = tmp_path_factory.mktemp("slow") / "server.log"
     server = BackgroundServer(serve_model_dir, log_path=log,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lawclf.config import REPO_ROOT
+from lawclf_dev import CHECKOUT as REPO_ROOT
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lawclf.config import read_results
-from lawclf.nbrun import run_notebook
+from lawclf_dev.nbrun import run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 

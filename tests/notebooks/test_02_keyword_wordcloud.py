@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import copy_run
 from lawclf.config import RunPaths, read_results
 from lawclf.keywords import FILES, generic_words, in_jieba_dictionary
-from lawclf.nbrun import run_notebook
+from lawclf_dev.nbrun import run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 

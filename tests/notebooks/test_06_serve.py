@@ -10,7 +10,7 @@ import pytest
 
 from conftest import copy_run
 from lawclf.config import RunPaths, read_results
-from lawclf.nbrun import run_notebook
+from lawclf_dev.nbrun import run_notebook
 
 pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 

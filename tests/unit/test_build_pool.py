@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lawclf.config import REPO_ROOT, DataConfig
+from lawclf.config import DataConfig
 from lawclf.data import prepare
 from lawclf.text import dedup_key
+from lawclf_dev import CHECKOUT as REPO_ROOT
 
 
 @pytest.fixture(scope="module")

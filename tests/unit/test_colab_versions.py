@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from lawclf.config import REPO_ROOT
+from lawclf_dev import CHECKOUT as REPO_ROOT
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from lawclf.collect import store
 from lawclf.collect.v2ex import V2EXClient, refresh
-from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts
+from lawclf_dev.fake_v2ex import FakeV2EX, topics_from_texts
 
 
 class Killed(BaseException):

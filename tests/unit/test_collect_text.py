@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lawclf.collect import split_list
 from lawclf.collect.jsonl import clean_text
 from lawclf.collect.v2ex import TokenBucket, V2EXClient
-from lawclf.testing.fake_v2ex import FakeClock
+from lawclf_dev.fake_v2ex import FakeClock
 
 
 @pytest.mark.parametrize("title, body, expected", [

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from lawclf.collect import store
 from lawclf.collect.v2ex import FetchError, V2EXClient, crawl
-from lawclf.testing.fake_v2ex import FakeClock, FakeV2EX
+from lawclf_dev.fake_v2ex import FakeClock, FakeV2EX
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "v2ex" / "topics.json"
 NODES = json.loads(FIXTURE.read_text(encoding="utf-8"))["nodes"]

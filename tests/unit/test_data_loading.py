@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lawclf.config import SAMPLE_DATA_DIR, DataConfig
+from lawclf.config import DataConfig
 from lawclf.data import DataError, cli, parse_label, prepare, read_jsonl, resolve_inputs
+from lawclf.sample import sample_data_dir
 
 N_GOOD = 12
 
@@ -199,7 +200,7 @@ def test_missing_file_and_ambiguous_inputs(tmp_path):
 
 def test_default_is_the_embedded_sample():
     paths = [inp.path for inp in resolve_inputs(DataConfig())]
-    assert paths == [SAMPLE_DATA_DIR / "legal.jsonl", SAMPLE_DATA_DIR / "nonlegal.jsonl"]
+    assert paths == [sample_data_dir() / "legal.jsonl", sample_data_dir() / "nonlegal.jsonl"]
 
 
 def test_one_class_left_is_an_error(pair, tmp_path):

@@ -19,7 +19,8 @@ TINY = TinySpec(layers=2, hidden=32, heads=2, vocab_size=3000)
 @pytest.fixture(scope="module")
 def exported_tiny(tmp_path_factory) -> Path:
     """A run folder with a random tiny model/ (threshold 0.37 as if evaluated) exported to onnx/."""
-    from lawclf.export import export, save_random_model
+    from lawclf.export import export
+    from lawclf_dev.bench import save_random_model
 
     run_dir = tmp_path_factory.mktemp("export") / "run"
     save_random_model(RunPaths(run_dir).model, TINY, max_len=24, version="v-test")
@@ -147,7 +148,7 @@ def test_int8_agreement_on_trained_model(evaluated_run_dir, tmp_path):
 
 
 def test_latency_comparison_pads_only_when_asked(exported_tiny):
-    from lawclf.export import latency_comparison
+    from lawclf_dev.bench import latency_comparison
 
     ms = latency_comparison(RunPaths(exported_tiny).onnx, "公司拖欠工资怎么办", reps=3, threads=1)
     assert set(ms) == {"fp32", "int8", "fp32_pad512"} and all(v > 0 for v in ms.values())
@@ -173,9 +174,10 @@ def test_the_export_check_feeds_pytorch_the_text_the_predictor_sees(tmp_path, mo
     check must give PyTorch the normalised text too, or a random-weight model fails it on punctuation alone."""
     import lawclf.export as export_module
     from lawclf.config import ExportConfig, RunPaths
-    from lawclf.export import BUILTIN_TEXTS, export, save_random_model
+    from lawclf.export import BUILTIN_TEXTS, export
     from lawclf.modeling import TinySpec
     from lawclf.text import normalise_text
+    from lawclf_dev.bench import save_random_model
 
     seen: list[str] = []
     real = export_module._torch_scores

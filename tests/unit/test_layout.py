@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from lawclf import config
-from lawclf.config import REPO_ROOT
+from lawclf_dev import CHECKOUT as REPO_ROOT
 
 PACKAGE = REPO_ROOT / "lib" / "lawclf"
 
@@ -89,8 +89,8 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_runtime_modules_never_import_the_test_harnesses():
     graph = import_graph()
-    offenders = {m for m, deps in graph.items() if not m.startswith("lawclf.testing")
-                 and any(d.startswith("lawclf.testing") for d in deps)}
+    offenders = {m for m, deps in graph.items() if not m.startswith("lawclf_dev")
+                 and any(d.startswith("lawclf_dev") for d in deps)}
     assert not offenders
 
 
@@ -174,7 +174,7 @@ def test_training_and_threshold_choices_are_notebook_parameters():
 
 def test_nbrun_passes_each_notebook_only_the_parameters_it_declares():
     pytest.importorskip("papermill")
-    from lawclf.nbrun import notebook_path, parameters_for
+    from lawclf_dev.nbrun import notebook_path, parameters_for
 
     passed, ignored = parameters_for(notebook_path("04"), {"RUN_DIR": "r", "MODEL_NAME": "tiny",
                                                            "THRESHOLD_STRATEGY": "fpr_cap"})
@@ -188,7 +188,7 @@ def test_the_colab_install_cell_works_in_a_running_kernel(name):
     cell = next("".join(c["source"]) for c in nb["cells"]
                 if c["cell_type"] == "code" and "google.colab" in "".join(c["source"]))
     assert "pip install -q -e" not in cell  # an editable install is invisible to a running kernel until a restart
-    assert 'sys.path.insert(0, os.path.join(SRC, "lib"))' in cell
+    assert 'sys.path[:0] = [os.path.join(SRC, "lib"), os.path.join(SRC, "dev")]' in cell
     assert "notebooks]" not in cell  # papermill/ipykernel could replace Colab's own kernel packages
     install = [line for line in cell.splitlines() if '"pip", "install"' in line]
     assert len(install) == 1 and install[0].lstrip().startswith("step(")  # a failed install stops the notebook
@@ -299,3 +299,30 @@ def test_one_font_instruction_everywhere():
     told = [HOW_TO_GET_ONE] + [p.read_text(encoding="utf-8") for p in (REPO_ROOT / "notebooks").glob("*.ipynb")]
     told += [p.read_text(encoding="utf-8") for p in (REPO_ROOT / "docs").glob("*.md")]
     assert not any(re.search(r"install\S* (-\S+ )*fonts-(?!wqy-microhei)", t) for t in told)
+
+
+def test_the_runtime_package_holds_no_harness():
+    """lib/lawclf (what both images copy) has no test harness or workshop code; lawclf_dev lives in dev/."""
+    root = REPO_ROOT / "lib" / "lawclf"
+    modules = sorted(str(f.relative_to(root)) for f in root.rglob("*.py") if "__pycache__" not in f.parts)
+    assert not [m for m in modules if m.startswith("testing/") or m in ("nbrun.py", "bench.py")], modules
+    for module in modules:
+        text = (root / module).read_text(encoding="utf-8")
+        assert "import lawclf_dev" not in text and "from lawclf_dev" not in text, module
+    for dockerfile in ("deploy/Dockerfile", "deploy/screen.Dockerfile"):
+        sources = re.findall(r"^COPY (?:--\S+ )*(\S+)", (REPO_ROOT / dockerfile).read_text(), re.M)
+        assert "lib" in sources and not {"dev", "tests", "benchmarks", "notebooks", "."} & set(sources), (dockerfile, sources)
+    assert "!dev/" not in (REPO_ROOT / ".dockerignore").read_text().split()
+
+
+def test_long_modules_say_why_at_their_top():
+    """No runtime module over ~400 lines unless its docstring says why (the house rule in docs/DEVELOPING.md)."""
+    import ast as ast_
+
+    root = REPO_ROOT / "lib" / "lawclf"
+    unexplained = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 420 and "~400 lines" not in (ast_.get_docstring(ast_.parse(text)) or ""):
+            unexplained.append(f"{path.relative_to(root)}: {text.count(chr(10))} lines")
+    assert not unexplained, unexplained

@@ -29,7 +29,8 @@ MAX_LEN = 20
 @pytest.fixture(scope="module")
 def onnx_dir(tmp_path_factory) -> Path:
     """An exported random tiny model (max_len 20, threshold 0.41)."""
-    from lawclf.export import export, save_random_model
+    from lawclf.export import export
+    from lawclf_dev.bench import save_random_model
 
     run_dir = tmp_path_factory.mktemp("predict") / "run"
     save_random_model(RunPaths(run_dir).model, TinySpec(layers=1, hidden=32, heads=2, vocab_size=3000),

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from lawclf.config import ScreenConfig
 from lawclf.screen import job
 from lawclf.screen.store import posts, screen_digest, screen_passes, screen_scores
-from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts
+from lawclf_dev.fake_v2ex import FakeV2EX, topics_from_texts
 
 LEGAL = ["公司拖欠工资三个月，我该怎么申请劳动仲裁？", "离婚时房子只写了男方名字，女方能分到吗？",
          "租房押金房东不退，可以去法院起诉吗？", "交通事故对方全责但拒绝赔偿怎么办？"]

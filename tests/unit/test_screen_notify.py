@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from lawclf.config import ScreenConfig
 from lawclf.screen import job, notify
 from lawclf.screen.store import screen_notifications
-from lawclf.testing.fake_v2ex import FakeClock, FakeV2EX, topics_from_texts
-from lawclf.testing.fake_webhook import FakeWebhook
+from lawclf_dev.fake_v2ex import FakeClock, FakeV2EX, topics_from_texts
+from lawclf_dev.fake_webhook import FakeWebhook
 
 DIGEST = {"pass_id": 3, "count": 12, "page": "/tmp/x.html", "posts": [
     {"id": i, "title": f"劳动仲裁问题 {i}", "text": f"劳动仲裁问题 {i}", "score": 0.9, "url": f"https://www.v2ex.com/t/{i}",

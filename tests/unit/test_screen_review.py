@@ -10,7 +10,7 @@ import pytest
 from lawclf.config import ConfigError, DataConfig, ScreenConfig
 from lawclf.screen import job
 from lawclf.screen.review import check_exposure, create_review_app, export_reviews
-from lawclf.testing.fake_v2ex import FakeV2EX, topics_from_texts
+from lawclf_dev.fake_v2ex import FakeV2EX, topics_from_texts
 
 TEXTS = ["公司拖欠工资三个月，我该怎么申请劳动仲裁？",      # 0.9 legal
          "借了朋友五千块钱一直没还，我该怎么办？",           # 0.53 uncertain, flagged

@@ -17,7 +17,7 @@ from _serve_fakes import FakePredictor
 from lawclf import serve
 from lawclf.config import ServeConfig
 from lawclf.microbatch import MicroBatcher
-from lawclf.testing.server import config_env, load_test
+from lawclf_dev.server import config_env, load_test
 
 
 class _ListHandler(logging.Handler):
@@ -465,7 +465,7 @@ def test_responses_match_the_openapi_schemas(client, method, path, kwargs):
 def _gunicorn_conf(monkeypatch, **env) -> dict:
     import runpy
 
-    from lawclf.config import REPO_ROOT
+    from lawclf_dev import CHECKOUT as REPO_ROOT
 
     for name in ("WEB_CONCURRENCY", "LAWCLF_ORT_THREADS", "GUNICORN_THREADS", "GUNICORN_BIND", "GUNICORN_BEHIND_PROXY"):
         monkeypatch.delenv(name, raising=False)

@@ -167,7 +167,8 @@ MAX_LEN = 24
 @pytest.fixture(scope="module")
 def onnx_dirs(tmp_path_factory) -> dict[str, Path]:
     """One exported random tiny model with an n-gram part and a chosen combination, and one without."""
-    from lawclf.export import export, save_random_model
+    from lawclf.export import export
+    from lawclf_dev.bench import save_random_model
 
     root = tmp_path_factory.mktemp("combined")
     run = root / "run"

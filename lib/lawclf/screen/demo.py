@@ -21,7 +21,7 @@ def demo_posts(batch: Optional[int] = None) -> list[dict[str, Any]]:
 
 
 def as_topics(rows: Sequence[dict[str, Any]], node: str = "qna", created: float = 1_767_000_000.0) -> list[dict]:
-    """The posts as V2EX topics (for :meth:`lawclf.testing.fake_v2ex.FakeV2EX.publish`)."""
+    """The posts as V2EX topics (for :meth:`lawclf_dev.fake_v2ex.FakeV2EX.publish`)."""
     return [{"id": r["id"], "title": r["title"], "content": "", "node": {"name": node, "title": node},
              "created": int(created) + 60 * (r["id"] % 1000), "replies": 0} for r in rows]
 

@@ -9,6 +9,9 @@
   this pass, and the outbox gets this pass's notifications, in one transaction. The files are
   written from the database afterwards, so a pass killed in between has its files written by the next.
 * **notify**: :func:`lawclf.screen.notify.deliver` within a time budget.
+
+A little over ~400 lines: the four steps of a pass and the pass that runs them, each step
+safe to kill, kept together so the order of the transactions can be read in one file.
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from lawclf.config import REPO_ROOT, ServeConfig
+from lawclf.config import ServeConfig
+from lawclf_dev import CHECKOUT
 
 #: Gunicorn settings the project ships (workers, threads, timeouts, logging).
-GUNICORN_CONF = REPO_ROOT / "deploy" / "gunicorn.conf.py"
+GUNICORN_CONF = CHECKOUT / "deploy" / "gunicorn.conf.py"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -20,7 +20,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
-from lawclf.testing.fake_v2ex import start_local_server, stop_local_server
+from lawclf_dev.fake_v2ex import start_local_server, stop_local_server
 
 
 class FakeWebhook:

@@ -3,8 +3,8 @@
 Executed copies are build artefacts: they go to ``<run_dir>/notebooks/``, never back
 into ``notebooks/`` (which is committed without outputs).
 
-    python -m lawclf.nbrun --run-dir runs/sample --params notebooks/params/local.yaml
-    python -m lawclf.nbrun --only 01 02 -p SEED=7
+    python -m lawclf_dev.nbrun --run-dir runs/sample --params notebooks/params/local.yaml
+    python -m lawclf_dev.nbrun --only 01 02 -p SEED=7
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from lawclf.config import DEFAULT_RUN_DIR, REPO_ROOT
+from lawclf.config import DEFAULT_RUN_DIR
+from lawclf_dev import CHECKOUT
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+NOTEBOOK_DIR = CHECKOUT / "notebooks"
 
 #: The series in order; a notebook that does not exist yet is skipped with a message.
 SERIES: tuple[str, ...] = (
@@ -102,7 +103,7 @@ def run_notebook(name: str, run_dir: str | os.PathLike[str], parameters: Optiona
     env_before = os.environ.get("MPLBACKEND")
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no display here
     try:
-        pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(REPO_ROOT),
+        pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(CHECKOUT),
                             kernel_name="python3", progress_bar=False, execution_timeout=timeout,
                             kernel_manager_class=_ipc_kernel_manager())
     finally:
@@ -161,7 +162,7 @@ def _parse_params(pairs: Sequence[str], files: Sequence[str]) -> dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lawclf.nbrun", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lawclf_dev.nbrun", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", default=DEFAULT_RUN_DIR)
     parser.add_argument("--params", action="append", default=[], help="YAML file of NAME: value (repeatable)")
