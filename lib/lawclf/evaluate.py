@@ -32,6 +32,7 @@ from lawclf.config import (
     to_dict,
     write_model_meta,
 )
+from lawclf.fonts import chinese_labels
 from lawclf.metrics import (
     ArrayLike,
     binary_metrics,
@@ -44,7 +45,6 @@ from lawclf.metrics import (
 )
 from lawclf.ngram import choose_combination, combine_scores
 from lawclf.plots import (
-    chinese_labels_or_english,
     plot_confusion,
     plot_pr_curve,
     plot_reliability,
@@ -160,7 +160,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                           "per_source": per_source_metrics(test_rows, t, thr)}
 
     paths.reports.mkdir(parents=True, exist_ok=True)
-    chinese = chinese_labels_or_english()
+    chinese = chinese_labels()
     plots = {
         "confusion_matrix": plot_confusion(test, paths.reports / "confusion_matrix.png", chinese),
         "pr_curve": plot_pr_curve(test_y, test_s, threshold, paths.reports / "pr_curve.png", chinese),

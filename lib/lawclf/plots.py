@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from lawclf.config import LABEL_NAMES_ZH, LABELS
-from lawclf.fonts import setup_matplotlib
+from lawclf.fonts import chinese_labels, setup_matplotlib
 from lawclf.metrics import binary_metrics
 
 if TYPE_CHECKING:
@@ -30,7 +30,6 @@ def plot_summary(splits: Mapping[str, Sequence[Any]], out_dir: Path) -> dict[str
     import matplotlib.pyplot as plt
 
     try:  # Chinese labels need a CJK font; fall back to English rather than draw empty boxes
-        from lawclf.fonts import setup_matplotlib
         setup_matplotlib()
         names, t = LABEL_NAMES_ZH, {"balance": "各划分的类别数量", "count": "条数", "length": "文本长度分布（字符）",
                                     "chars": "字符数"}
@@ -108,8 +107,6 @@ def plot_token_lengths(lengths: Sequence[int], max_len: int, out: Path) -> Path:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from lawclf.fonts import chinese_labels
-
     zh = chinese_labels()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.hist(lengths, bins=50, color="#4C72B0")
@@ -129,8 +126,6 @@ def plot_history(history: list[dict], out: Path) -> Path:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from lawclf.fonts import chinese_labels
 
     zh = chinese_labels()
     t = ({"train": "训练集损失", "val": "验证集损失", "epoch": "第几轮", "loss": "损失",
@@ -153,13 +148,6 @@ def plot_history(history: list[dict], out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
-
-
-def chinese_labels_or_english() -> bool:
-    """Chinese labels when a CJK font exists (lawclf.fonts), else English. Returns True for Chinese."""
-    from lawclf.fonts import chinese_labels
-
-    return chinese_labels()
 
 
 def plot_confusion(m: Mapping[str, Any], out: Path, chinese: bool) -> Path:
@@ -236,5 +224,5 @@ def plot_score_hist(labels, scores, threshold: float, out: Path, chinese: bool) 
     return out
 
 
-__all__ = ["plot_summary", "plot_bias_bars", "plot_token_lengths", "plot_history", "chinese_labels_or_english",
-           "plot_confusion", "plot_pr_curve", "plot_reliability", "plot_score_hist"]
+__all__ = ["plot_summary", "plot_bias_bars", "plot_token_lengths", "plot_history", "plot_confusion", "plot_pr_curve",
+           "plot_reliability", "plot_score_hist"]
