@@ -26,10 +26,11 @@ def _st() -> Path:
     return path
 
 
-def test_schemathesis_all_checks_find_nothing(gunicorn_server):  # noqa: F811
+def test_schemathesis_all_checks_find_nothing(gunicorn_server, tmp_path):  # noqa: F811
+    # cwd: schemathesis keeps its cache (.schemathesis/) in the working folder, not in the checkout
     done = subprocess.run([str(_st()), "run", gunicorn_server.url + "/openapi.json", "--checks", "all",
                            "--max-examples", "150", "--seed", SEED, "--no-color"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     tail = done.stdout[-4000:] + done.stderr[-2000:]
     assert done.returncode == 0, tail
     assert "No issues found" in done.stdout, tail
