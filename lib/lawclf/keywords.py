@@ -398,7 +398,8 @@ def analyse(cfg: KeywordConfig) -> dict:
     non_legal_lean = sorted(((s, r) for s, r in zip(lean, test) if int(r["label"]) == 0), key=lambda x: -x[0])
 
     watch = [w.strip() for w in cfg.watch_words.split(",") if w.strip()]
-    shown += [w["word"] for side in (True, False) for w in _top_biased(table, cfg.top_k, legal=side)]
+    top_legal, top_non_legal = (_top_biased(table, cfg.top_k, legal=side) for side in (True, False))
+    shown += [w["word"] for w in top_legal + top_non_legal]
     summary = {
         "run_dir": str(cfg.run_dir),
         "font_path": str(font),
@@ -409,8 +410,8 @@ def analyse(cfg: KeywordConfig) -> dict:
         "min_count": cfg.min_count,
         "prior_scale": cfg.prior_scale,
         "drop_generic_words": cfg.drop_generic_words,
-        "top_legal_words": _top_biased(table, cfg.top_k, legal=True),
-        "top_non_legal_words": _top_biased(table, cfg.top_k, legal=False),
+        "top_legal_words": top_legal,
+        "top_non_legal_words": top_non_legal,
         "watch_words": _word_rows(table, watch),
         # Words in the tables above that jieba's HMM assembled (not in its dictionary): kept, shown in 02.
         "segmentation_artefacts": segmentation_artefacts(shown, [r["text"] for r in train], docs),
