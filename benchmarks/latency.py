@@ -201,8 +201,9 @@ class Engines:
             for name in reps:
                 left = reps[name] - len(out[name])
                 if left > 0:
-                    if (turn_warmup or {}).get(name):
-                        self.call(name, texts, (turn_warmup or {})[name])
+                    warm = (turn_warmup or {}).get(name, 0)
+                    if warm:
+                        self.call(name, texts, warm)
                     out[name] += self.call(name, texts, min(chunk, left))
         return out
 

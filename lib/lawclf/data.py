@@ -48,6 +48,8 @@ from lawclf.sample import misfiled, sample_data_dir
 from lawclf.text import dedup_key, normalise_text
 
 SPLITS = ("train", "validation", "test")
+#: The pairs of splits a leak check reports on (reported as ``"train&test"`` etc.).
+SPLIT_PAIRS = tuple((a, b) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:])
 LEGAL_FILE, NONLEGAL_FILE = "legal.jsonl", "nonlegal.jsonl"
 #: summary.json lists this many sources by name; the rest are summed.
 MAX_SOURCES_LISTED = 30
@@ -528,9 +530,9 @@ def split_near_duplicates(run_dir: str | os.PathLike[str], overlap: float = 0.8,
     rows = [(s, r["text"]) for s in SPLITS for r in load_split(run_dir, s)]
     pairs = [(score, rows[a], rows[b]) for a, b, score in near_duplicate_pairs([t for _, t in rows], overlap)
              if rows[a][0] != rows[b][0]]
-    counts = Counter("&".join(sorted((x[0], y[0]), key=SPLITS.index)) for _, x, y in pairs)
+    counts = Counter(tuple(sorted((x[0], y[0]), key=SPLITS.index)) for _, x, y in pairs)
     return {"overlap": overlap,
-            "pairs": {f"{a}&{b}": counts[f"{a}&{b}"] for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]},
+            "pairs": {f"{a}&{b}": counts[(a, b)] for a, b in SPLIT_PAIRS},
             "examples": [{"overlap": round(score, 3), x[0]: x[1], y[0]: y[1]}
                          for score, x, y in sorted(pairs, key=lambda p: -p[0])[:examples]]}
 
@@ -538,7 +540,7 @@ def split_near_duplicates(run_dir: str | os.PathLike[str], overlap: float = 0.8,
 def split_overlap(run_dir: str | os.PathLike[str]) -> dict[str, int]:
     """Texts shared between two splits (by :func:`dedup_key`), per pair; all zeros = no leakage."""
     keys = {s: {dedup_key(r["text"]) for r in load_split(run_dir, s)} for s in SPLITS}
-    return {f"{a}&{b}": len(keys[a] & keys[b]) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:]}
+    return {f"{a}&{b}": len(keys[a] & keys[b]) for a, b in SPLIT_PAIRS}
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:

@@ -21,6 +21,7 @@ from _procs import need_binary
 from _serve_fixtures import gunicorn_server, serve_model_dir  # noqa: F401 (pytest fixtures)
 
 from lawclf_dev import CHECKOUT as REPO_ROOT
+from lawclf_dev.server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,17 +44,11 @@ def render_nginx_conf(template: str, upstream: str, listen: str, prefix: Path) -
     return template
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def nginx(gunicorn_server, tmp_path_factory):
     binary = need_binary("nginx", "/usr/sbin/nginx")
     prefix = tmp_path_factory.mktemp("nginx")
-    port = _free_port()
+    port = free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(render_nginx_conf(NGINX_CONF.read_text(), f"127.0.0.1:{gunicorn_server.port}",
                                       f"127.0.0.1:{port}", prefix))

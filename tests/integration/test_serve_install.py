@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from _serve_fixtures import serve_model_dir  # noqa: F401 (pytest fixtures)
 
 from lawclf_dev import CHECKOUT as REPO_ROOT
+from lawclf_dev.server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -144,7 +144,7 @@ print(json.dumps({{"status": resp.status_code, "body": resp.get_json(),
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(proc.stdout.strip().splitlines()[-1])
     assert isinstance(row["is_legal"], bool) and 0 <= row["score"] <= 1
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([lawclf, "serve", "--model-dir", str(serve_model_dir), "--port", str(port)],
                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -161,12 +161,6 @@ def runtime_modules() -> list[str]:
     """The package's modules in the checkout (``lib/lawclf``): what an install from the build context holds."""
     root = REPO_ROOT / "lib" / "lawclf"
     return sorted(str(f.relative_to(root)) for f in root.rglob("*.py") if "__pycache__" not in f.parts)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> dict:
