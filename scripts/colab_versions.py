@@ -161,6 +161,20 @@ def colab_upgrades(report: dict, colab: dict[str, str], python: str) -> dict[str
     return out
 
 
+def wheel_dry_run(python: str, target: Path) -> list[str]:
+    """The start of a ``pip install --dry-run`` that takes only wheels built for Colab's Python and platform."""
+    return [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+            "--only-binary=:all:", "--python-version", python, "--implementation", "cp",
+            *[x for p in PLATFORMS for x in ("--platform", p)], "--target", str(target)]
+
+
+def pip_error(done: subprocess.CompletedProcess) -> str:
+    """The last ``ERROR`` line pip printed (else its last line, else the exit code)."""
+    lines = done.stderr.splitlines()
+    err = [line for line in lines if line.startswith("ERROR")] or lines
+    return err[-1] if err else str(done.returncode)
+
+
 def check(path: Path = CONSTRAINTS) -> int:
     """Resolve every install set for Colab's Python with Colab's versions; 1 on any failure."""
     found, py = read_constraints(path)
@@ -177,15 +191,12 @@ def check(path: Path = CONSTRAINTS) -> int:
             if not reqs:
                 print(f"ok: {what}: Colab already has every requirement")
                 continue
-            cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
-                   "--only-binary=:all:", "--python-version", py, "--implementation", "cp",
-                   *[x for p in PLATFORMS for x in ("--platform", p)], "--target", str(Path(tmp) / "t"),
-                   "--report", str(Path(tmp) / "report.json"), "-c", str(path), *reqs]
+            cmd = [*wheel_dry_run(py, Path(tmp) / "t"), "--report", str(Path(tmp) / "report.json"),
+                   "-c", str(path), *reqs]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 failed += 1
-                err = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
-                print(f"FAILED: {what} for Python {py}: {err[-1] if err else done.returncode}")
+                print(f"FAILED: {what} for Python {py}: {pip_error(done)}")
                 continue
             report = json.loads((Path(tmp) / "report.json").read_text(encoding="utf-8"))
             # In Colab the install cell runs unconstrained: pip takes the newest release of what is new
@@ -233,13 +244,10 @@ def check_lower_bounds(python: str) -> int:
     A bound without one could never be what a Colab user gets, so the lowest pass would prove nothing."""
     wanted = [pin for pin in lower_bounds() if pin.split("==")[0] not in SDIST_ONLY]
     with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps",
-                               "--ignore-installed", "--only-binary=:all:", "--python-version", python,
-                               "--implementation", "cp", *[x for p in PLATFORMS for x in ("--platform", p)],
-                               "--target", str(Path(tmp) / "t"), *wanted], capture_output=True, text=True)
+        done = subprocess.run([*wheel_dry_run(python, Path(tmp) / "t"), "--no-deps", *wanted],
+                              capture_output=True, text=True)
     if done.returncode:
-        err = [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or done.stderr.splitlines()
-        print(f"FAILED: a declared lower bound has no wheel for Python {python}: {err[-1] if err else done.returncode}"
+        print(f"FAILED: a declared lower bound has no wheel for Python {python}: {pip_error(done)}"
               " (raise it in pyproject.toml to the first release with one)")
         return 1
     print(f"ok: all {len(wanted)} lower bounds have wheels for Python {python} "
